@@ -1,0 +1,147 @@
+"""Every knob of aserve in one frozen, validated record.
+
+`Config` holds each setting once with its default and unit; `Config.build()`
+checks types and ranges and rejects unknown names with a `ConfigError`, so a
+typo fails at start-up instead of being ignored. The command line derives its
+options from these fields; nothing else keeps a second list of them.
+
+Times are seconds (float), sizes are bytes (int). `None` means "no limit" where
+a field allows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+LoopName = Literal["auto", "uvloop", "asyncio"]
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    #: Interface to bind.
+    host: str = "127.0.0.1"
+    #: TCP port; 0 lets the OS pick a free one (read it back from `Server.port`).
+    port: int = 8000
+    #: Event loop: "uvloop" when installed under "auto", else the stdlib loop.
+    loop: LoopName = "auto"
+    #: listen() backlog.
+    backlog: int = 2048
+    #: Largest request body accepted, in bytes; a larger one gets 413. None: no limit.
+    max_body_size: int | None = 10 * _MIB
+    #: Largest request head (request line and headers), in bytes; larger gets 431.
+    max_head_size: int = 32 * _KIB
+    #: Longest request target (path and query), in bytes; longer gets 414.
+    max_url_size: int = 8 * _KIB
+    #: Seconds from the first byte of a request head to its end; slower gets 408.
+    header_timeout: float = 10.0
+    #: Seconds a connection may sit without a request (from connect or the last
+    #: response) before it is closed. Longer than the 60 s idle timeout of common
+    #: load balancers (nginx upstream keepalive, AWS ALB), so that the balancer,
+    #: not the server, closes idle pooled connections and never races a request
+    #: against our close.
+    keep_alive_timeout: float = 75.0
+    #: Open connections at most; a newcomer past it gets 503 and is closed.
+    max_connections: int | None = 10_000
+    #: Seconds in-flight requests get to finish at shutdown before they are cancelled.
+    graceful_timeout: float = 30.0
+    #: Show tracebacks in 500 answers.
+    debug: bool = False
+    #: Value of the Server header; "" leaves the header out.
+    server_header: str = "aserve"
+    #: Send a Date header (computed at most once a second).
+    date_header: bool = True
+    #: Log one line per request on the "aserve.access" logger.
+    access_log: bool = False
+
+    @classmethod
+    def build(cls, **options: Any) -> Config:
+        """Make a Config from keyword options, validating every value."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        config = cls(**options)
+        config.validate()
+        return config
+
+    def replace(self, **options: Any) -> Config:
+        """A copy with some settings changed, validated like `build`."""
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        merged.update(options)
+        return Config.build(**merged)
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.backlog < 1:
+            raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
+        for name in ("max_body_size", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be 0 or more, not {value}")
+        for name in ("max_head_size", "max_url_size"):
+            if getattr(self, name) < 256:
+                raise ConfigError(f"{name} must be at least 256 bytes, not {getattr(self, name)}")
+        for name in ("header_timeout", "keep_alive_timeout", "graceful_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")
+        if "\r" in self.server_header or "\n" in self.server_header:
+            raise ConfigError("server_header must not contain line breaks")
+        try:
+            self.server_header.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError("server_header must be latin-1 text") from None
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if _matches(value, hint):
+        return
+    raise ConfigError(f"{name} must be {_describe(hint)}, not {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def config_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """The Config fields, in declaration order (the CLI builds its options from them)."""
+    return fields(Config)

@@ -1,0 +1,191 @@
+"""One request/response exchange: await the handler, then send its response.
+
+An `Exchange` runs as one task per request. It turns what the handler does
+into bytes on the connection: a response in hand goes out in one write; a
+streamed one goes chunk by chunk with `await channel.drain()` between chunks,
+so it never runs ahead of the socket. It turns what goes wrong into answers:
+`HTTPException` -> its status, any other exception -> 500 (logged; the
+traceback reaches the client only with `debug`), an error after the head went
+out -> the connection is closed, because the framing can no longer be trusted.
+
+It talks to its connection through the small `Channel` protocol below and
+never touches the transport or h11 directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import BodyTooLarge, ClientDisconnected, HTTPException
+from .response import PlainTextResponse, Response
+
+if TYPE_CHECKING:
+    from .connection import HeaderTriples, HTTPConnection
+    from .request import Request
+
+Handler = Callable[["Request"], Awaitable[Response]]
+
+error_log = logging.getLogger("aserve.error")
+access_log = logging.getLogger("aserve.access")
+
+
+class Channel(Protocol):
+    """What an exchange needs from the connection that carries it."""
+
+    @property
+    def disconnected(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def must_close(self) -> bool: ...
+    def base_headers(self) -> HeaderTriples: ...
+    def exchange_finished(self, clean: bool) -> None: ...
+
+
+class ExchangeSettings(Protocol):
+    """The server-wide settings an exchange reads."""
+
+    handler: Handler
+    debug: bool
+    access_log: bool
+
+
+class Exchange:
+    __slots__ = (
+        "_channel",
+        "_conn",
+        "_settings",
+        "request",
+        "task",
+        "streaming",
+        "status",
+        "close_after",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        conn: HTTPConnection,
+        settings: ExchangeSettings,
+        request: Request,
+    ) -> None:
+        self._channel = channel
+        self._conn = conn
+        self._settings = settings
+        self.request = request
+        self.task: asyncio.Task[None] | None = None
+        self.streaming = False
+        self.status = 0
+        self.close_after = False
+
+    def connection_lost(self) -> None:
+        """The client is gone. A streamed body stops at once; a handler still
+        computing is left to finish (its reads fail with ClientDisconnected)."""
+        if self.streaming and self.task is not None:
+            self.task.cancel()
+
+    async def run(self) -> None:
+        clean = False
+        try:
+            response = await self._call_handler()
+            if response is not None:
+                clean = await self._send(response)
+        except asyncio.CancelledError:
+            # Shutdown past its grace period, or the client left mid-stream.
+            clean = False
+        finally:
+            self._channel.exchange_finished(clean)
+        if self._settings.access_log:
+            self._log_access()
+
+    async def _call_handler(self) -> Response | None:
+        request = self.request
+        try:
+            response = await self._settings.handler(request)
+        except HTTPException as exc:
+            if isinstance(exc, BodyTooLarge):
+                self.close_after = True
+            return _error_response(exc.status, exc.detail, exc.headers)
+        except ClientDisconnected:
+            return None
+        except Exception as exc:
+            if self._channel.disconnected:
+                return None
+            return self._internal_error(exc)
+        if not isinstance(response, Response):
+            return self._internal_error(
+                TypeError(f"handler returned {type(response).__name__}, not a Response")
+            )
+        return response
+
+    def _internal_error(self, exc: BaseException) -> Response:
+        request = self.request
+        self.close_after = True
+        error_log.error(
+            "handler failed on %s %s", request.method, request.target.decode("latin-1"),
+            exc_info=exc,
+        )
+        detail = "Internal Server Error"
+        if self._settings.debug:
+            detail += "\n\n" + "".join(traceback.format_exception(exc))
+        return _error_response(500, detail)
+
+    async def _send(self, response: Response) -> bool:
+        channel = self._channel
+        conn = self._conn
+        status = self.status = response.status_code
+        headers: HeaderTriples = [(name, name, value) for name, value in response.raw_headers]
+        headers += channel.base_headers()
+        close = self.close_after or channel.must_close()
+        if not response.streaming:
+            channel.write(conn.send_full(status, headers, response.body, close=close))
+            return True
+        iterator = response.body_iterator  # type: ignore[attr-defined]
+        try:
+            channel.write(conn.send_head(status, headers, close=close))
+            if not conn.is_head:
+                self.streaming = True
+                async for chunk in iterator:
+                    if isinstance(chunk, str):
+                        chunk = chunk.encode("utf-8")
+                    channel.write(conn.send_data(chunk))
+                    await channel.drain()
+                self.streaming = False
+            channel.write(conn.send_end())
+            return True
+        except ClientDisconnected:
+            return False
+        except Exception as exc:
+            if not channel.disconnected:
+                error_log.error("streamed body failed after the response started", exc_info=exc)
+            return False
+        finally:
+            self.streaming = False
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception as exc:  # a broken finally in the app's generator
+                    error_log.error("closing a streamed body failed", exc_info=exc)
+
+    def _log_access(self) -> None:
+        request = self.request
+        client = request.client
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d',
+            f"{client[0]}:{client[1]}" if client else "-",
+            request.method,
+            request.target.decode("latin-1"),
+            request.http_version,
+            self.status,
+        )
+
+
+def _error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = detail if detail.endswith("\n") else detail + "\n"
+    if status < 200 or status in (204, 304):
+        body = ""
+    return PlainTextResponse(body, status=status, headers=headers)

@@ -1,0 +1,458 @@
+"""HTTPProtocol: one per connection. Moves bytes, owns the timers, pauses reading.
+
+Everything HTTP decides is in `connection.HTTPConnection` (sans-IO); this class
+feeds it the socket's bytes, starts an `Exchange` task per request, writes what
+the exchange produces, and keeps the connection's phase:
+
+    IDLE    waiting for a request       deadline: keep_alive_timeout (quiet close)
+    HEAD    part of a head has arrived  deadline: header_timeout (408, close)
+    BUSY    an exchange is running      no deadline
+    DISCARD response sent, unread body  deadline: header_timeout (close)
+            still arriving; dropped
+    CLOSING an answer went out, the     deadline: LINGER_S (close)
+            write side is shut; reading
+            and dropping until EOF
+
+Timers: one `TimerHandle` at most, re-armed lazily. A request only moves
+`_deadline`; the handle re-schedules itself when it fires early. That keeps a
+`call_later` (and its cancel) off the per-request path.
+
+Reading pauses for two reasons, kept as bits so that one never undoes the
+other: the request body stream is above its high-water mark, or a client has
+pipelined more than `PIPELINE_LIMIT` bytes past the request being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from .connection import NEED_DATA, PAUSED, HeaderTriples, HTTPConnection, RequestError
+from .errors import ClientDisconnected
+from .exchange import Exchange
+from .flow import BodyStream, WriteGate
+from .request import Request
+
+if TYPE_CHECKING:
+    from .server import ServerState
+
+error_log = logging.getLogger("aserve.error")
+
+IDLE, HEAD, BUSY, DISCARD, CLOSING = range(5)
+
+LINGER_S = 2.0
+PIPELINE_LIMIT = 64 * 1024
+DRAIN_LIMIT = 256 * 1024
+
+_PAUSE_BODY = 1
+_PAUSE_PIPELINE = 2
+_PAUSE_LINGER = 4
+
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+class HTTPProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_state",
+        "_loop",
+        "_transport",
+        "_conn",
+        "_phase",
+        "_exchange",
+        "_body",
+        "_timer",
+        "_deadline",
+        "_gate",
+        "_lost",
+        "_read_paused",
+        "_pipelined",
+        "_processing",
+        "_client",
+        "_discard_from",
+        "_pending",
+        "_eof",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._loop = state.loop
+        self._transport: asyncio.Transport | None = None
+        config = state.config
+        self._conn = HTTPConnection(
+            max_head_size=config.max_head_size,
+            max_url_size=config.max_url_size,
+            max_body_size=config.max_body_size,
+        )
+        self._phase = IDLE
+        self._exchange: Exchange | None = None
+        self._body: BodyStream | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._gate: WriteGate | None = None
+        self._lost = False
+        self._read_paused = 0
+        self._pipelined = 0
+        self._processing = False
+        self._client: tuple[str, int] | None = None
+        self._discard_from = 0
+        self._pending = False
+        self._eof = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        state = self._state
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._client = (str(peer[0]), int(peer[1]))
+        limit = state.config.max_connections
+        if state.shutting_down or (limit is not None and len(state.connections) >= limit):
+            state.rejected.add(self)
+            error_log.warning("refusing a connection: %d open (max_connections)", limit or 0)
+            self._refuse(RequestError(503, "Server busy, try again later"), log=False)
+            return
+        state.connections.add(self)
+        self._arm(state.config.keep_alive_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase == CLOSING:
+            return
+        self._conn.receive(data)
+        if phase == BUSY and self._body is None:
+            # The request is in; this is the next one, pipelined. h11 holds it
+            # until our response is done; past a limit, stop reading.
+            self._pipelined += len(data)
+            if self._pipelined > PIPELINE_LIMIT:
+                self._pause_reading(_PAUSE_PIPELINE)
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self._phase == CLOSING:
+            return False
+        self._conn.receive(b"")
+        self._process()
+        # Keep the write side open while an answer is still on its way.
+        return self._exchange is not None and self._phase != CLOSING
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        state = self._state
+        state.connections.discard(self)
+        state.rejected.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._body is not None:
+            self._body.fail(ClientDisconnected("client disconnected"))
+            self._body = None
+        if self._gate is not None:
+            self._gate.connection_lost()
+        if self._exchange is not None:
+            self._exchange.connection_lost()
+        state.connection_closed()
+
+    def pause_writing(self) -> None:
+        if self._gate is None:
+            self._gate = WriteGate()
+        self._gate.pause()
+
+    def resume_writing(self) -> None:
+        if self._gate is not None:
+            self._gate.resume()
+
+    # -- reading ----------------------------------------------------------
+
+    def _process(self) -> None:
+        if self._processing:
+            return  # re-entered from an exchange that finished eagerly: the loop below goes on
+        self._processing = True
+        try:
+            conn = self._conn
+            while not self._lost:
+                phase = self._phase
+                if phase == BUSY and self._body is None:
+                    # The request is in and its exchange runs. Bytes after it are
+                    # the next request, pipelined: they wait until we answered.
+                    if conn.buffered:
+                        self._pending = True
+                    return
+                if phase == CLOSING:
+                    return
+                event = conn.next_event()
+                kind = type(event)
+                if kind is h11.Data:
+                    body = self._body
+                    if body is not None:
+                        body.feed(event.data)  # type: ignore[union-attr]
+                        if phase == DISCARD and body.received - self._discard_from > DRAIN_LIMIT:
+                            self._close(linger=False)
+                            return
+                elif kind is h11.EndOfMessage:
+                    self._end_of_body()
+                elif kind is h11.Request:
+                    self._start_exchange(event)  # type: ignore[arg-type]
+                elif event is NEED_DATA:
+                    if phase == IDLE and conn.buffered:
+                        self._phase = HEAD
+                        self._arm(self._state.config.header_timeout)
+                    return
+                elif event is PAUSED:
+                    self._pending = True
+                    return
+                elif kind is RequestError:
+                    self._on_bad_request(event)  # type: ignore[arg-type]
+                    return
+                elif kind is h11.ConnectionClosed:
+                    self._on_client_eof()
+                    return
+                else:  # pragma: no cover - h11 gives a server no other events
+                    return
+        finally:
+            self._processing = False
+
+    def _start_exchange(self, event: h11.Request) -> None:
+        conn = self._conn
+        state = self._state
+        self._phase = BUSY
+        self._deadline = None
+        self._pipelined = 0
+        self._pending = False
+        body = None
+        if conn.chunked or conn.content_length:
+            body = self._body = BodyStream(self, state.config.max_body_size)
+        else:
+            conn.next_event()  # the EndOfMessage of a request without a body
+        request = Request(
+            event.method,
+            event.target,
+            event.headers,
+            event.http_version,
+            body=body,
+            peer=self,
+            client=self._client,
+            scheme=state.scheme,
+        )
+        exchange = self._exchange = Exchange(self, conn, state, request)
+        if _EAGER_TASKS:
+            exchange.task = asyncio.Task(  # type: ignore[call-arg]
+                exchange.run(), loop=self._loop, eager_start=True
+            )
+        else:
+            exchange.task = self._loop.create_task(exchange.run())
+
+    def _end_of_body(self) -> None:
+        body = self._body
+        if body is not None:
+            self._body = None
+            body.end()
+        if self._phase == DISCARD:
+            self._next_request()
+
+    def _on_client_eof(self) -> None:
+        if self._body is not None:
+            self._body.fail(ClientDisconnected("client closed the connection mid-body"))
+            self._body = None
+        if self._exchange is None:
+            self._close(linger=False)
+
+    def _on_bad_request(self, error: RequestError) -> None:
+        if self._exchange is not None:
+            # Bad framing in a body the handler is reading: its reads fail; the
+            # exchange answers if it still can, then the connection closes.
+            if self._body is not None:
+                self._body.fail(ClientDisconnected(error.reason))
+                self._body = None
+            self._pause_reading(_PAUSE_PIPELINE)
+            return
+        if self._eof and self._phase in (IDLE, HEAD):
+            # The client closed mid-head; it may still read, but an answer to
+            # half a request helps nobody.
+            self._close(linger=False)
+            return
+        self._refuse(error)
+
+    def _refuse(self, error: RequestError, log: bool = True) -> None:
+        if log:
+            error_log.info(
+                "%s from %s: %s", error.status, self._client[0] if self._client else "-",
+                error.reason,
+            )
+        data = self._conn.send_error(error.status, error.reason, self.base_headers())
+        if data and self._transport is not None:
+            self._transport.write(data)
+        self._close(linger=True)
+
+    # -- the exchange's channel -------------------------------------------
+
+    @property
+    def disconnected(self) -> bool:
+        return self._lost
+
+    def write(self, data: bytes) -> None:
+        if data and not self._lost and self._transport is not None:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        gate = self._gate
+        if gate is not None:
+            await gate.wait()
+        elif self._lost:
+            raise ClientDisconnected("client disconnected")
+
+    def base_headers(self) -> HeaderTriples:
+        return self._state.base_headers
+
+    def must_close(self) -> bool:
+        """Whether this response must carry `Connection: close`."""
+        if self._state.shutting_down or self._lost:
+            return True
+        conn = self._conn
+        body = self._body
+        if body is None:
+            return not conn.request_complete  # the body's framing broke
+
+        if conn.waiting_for_continue or body.over_limit:
+            # No 100 went out: the client may send the body or not, so nothing
+            # that follows on this connection could be framed with certainty.
+            return True
+        if conn.content_length is not None:
+            return conn.content_length - body.received > DRAIN_LIMIT
+        return False
+
+    def exchange_finished(self, clean: bool) -> None:
+        self._exchange = None
+        if self._lost:
+            return
+        conn = self._conn
+        if not clean or self._state.shutting_down:
+            self._close(linger=not conn.request_complete)
+        elif conn.keep_alive:
+            self._next_request()
+        elif conn.response_done and conn.receiving_body and self._body is not None:
+            # Answered before the body was read: drop the rest of it as it comes,
+            # then serve the next request (must_close() already ruled out bodies
+            # too large to be worth it).
+            body = self._body
+            self._phase = DISCARD
+            self._discard_from = body.received
+            body.discard()
+            self._arm(self._state.config.header_timeout)
+        else:
+            self._close(linger=not conn.request_complete)
+
+    def _next_request(self) -> None:
+        if self._state.shutting_down:
+            self._close(linger=False)
+            return
+        self._conn.start_next_cycle()
+        self._phase = IDLE
+        self._arm(self._state.config.keep_alive_timeout)
+        if self._read_paused & _PAUSE_PIPELINE:
+            self._resume_reading(_PAUSE_PIPELINE)
+        if self._pending or self._eof:
+            self._pending = False
+            self._process()
+
+    # -- body stream channel ----------------------------------------------
+
+    def pause_body(self) -> None:
+        self._pause_reading(_PAUSE_BODY)
+
+    def resume_body(self) -> None:
+        self._resume_reading(_PAUSE_BODY)
+
+    def send_continue(self) -> None:
+        if self._conn.waiting_for_continue:
+            self.write(self._conn.send_continue())
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._read_paused and not self._lost and self._transport is not None:
+            self._transport.pause_reading()
+        self._read_paused |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if not self._read_paused & reason:
+            return
+        self._read_paused &= ~reason
+        if not self._read_paused and not self._lost and self._transport is not None:
+            self._transport.resume_reading()
+
+    # -- timers and closing -----------------------------------------------
+
+    def _arm(self, delay: float) -> None:
+        loop = self._loop
+        deadline = loop.time() + delay
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+        elif deadline < timer.when():
+            timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._lost:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = None
+        phase = self._phase
+        if phase == HEAD:
+            self._refuse(RequestError(408, "Request head not received in time"))
+        elif phase == IDLE or phase == DISCARD:
+            self._close(linger=False)
+        elif phase == CLOSING and self._transport is not None:
+            self._transport.close()
+
+    def _close(self, linger: bool) -> None:
+        """Close after what was written is sent. With `linger`, shut the write
+        side first and drop whatever the client still sends for a moment, so it
+        reads our answer instead of a reset (RFC 9112 9.6)."""
+        transport = self._transport
+        if transport is None or self._lost or self._phase == CLOSING:
+            return
+        self._phase = CLOSING
+        if self._body is not None:
+            self._body.fail(ClientDisconnected("connection closing"))
+            self._body = None
+        if linger and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                transport.close()
+                return
+            if self._read_paused:
+                self._read_paused = 0
+                transport.resume_reading()
+            self._arm(LINGER_S)
+        else:
+            transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now if idle, else after this response."""
+        if self._phase in (IDLE, HEAD, DISCARD):
+            self._close(linger=False)
+
+    def abort(self) -> None:
+        if self._exchange is not None and self._exchange.task is not None:
+            self._exchange.task.cancel()
+        if self._transport is not None and not self._lost:
+            self._transport.abort()
+
+    def __repr__(self) -> str:
+        return f"<HTTPProtocol {self._client} phase={self._phase}>"
+
+    def _debug_state(self) -> dict[str, Any]:  # pragma: no cover - for debugging sessions
+        return {"phase": self._phase, "paused": self._read_paused, "lost": self._lost}

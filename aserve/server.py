@@ -1,0 +1,304 @@
+"""Server: bind, accept, track connections, tick the Date header, shut down.
+
+`Server` is the embedded form: it runs on the caller's loop, never installs
+signal handlers and never changes the loop policy. `run()` is the blocking
+form for programs and the command line: it picks the loop (`uvloop` when
+installed, unless told otherwise), installs SIGINT/SIGTERM handlers (the first
+one shuts down gracefully, the second forces it) and returns when the server
+has stopped.
+
+Graceful shutdown: stop listening at once; close idle connections; let
+in-flight exchanges finish (their responses carry `Connection: close`); after
+`graceful_timeout` cancel what is left and abort those connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from types import TracebackType
+from typing import Any
+
+from .config import Config
+from .connection import HeaderTriples
+from .errors import ConfigError
+from .exchange import Handler
+from .protocol import HTTPProtocol
+
+logger = logging.getLogger("aserve.error")
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    __slots__ = (
+        "config",
+        "loop",
+        "handler",
+        "debug",
+        "access_log",
+        "scheme",
+        "connections",
+        "rejected",
+        "shutting_down",
+        "base_headers",
+        "all_closed",
+    )
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, handler: Handler) -> None:
+        self.config = config
+        self.loop = loop
+        self.handler = handler
+        self.debug = config.debug
+        self.access_log = config.access_log
+        self.scheme = "http"
+        self.connections: set[HTTPProtocol] = set()
+        self.rejected: set[HTTPProtocol] = set()
+        self.shutting_down = False
+        self.base_headers: HeaderTriples = []
+        self.all_closed = asyncio.Event()
+        self.refresh_base_headers()
+
+    def refresh_base_headers(self) -> None:
+        headers: HeaderTriples = []
+        if self.config.date_header:
+            date = formatdate(usegmt=True).encode("ascii")
+            headers.append((b"date", b"date", date))
+        if self.config.server_header:
+            server = self.config.server_header.encode("latin-1")
+            headers.append((b"server", b"server", server))
+        self.base_headers = headers
+
+    def connection_closed(self) -> None:
+        if self.shutting_down and not self.connections:
+            self.all_closed.set()
+
+
+class Server:
+    """An HTTP/1.1 server for `handler`, run on the current event loop.
+
+    ``options`` are `Config` field names (see `aserve.Config`)::
+
+        async with aserve.Server(handler, port=0) as server:
+            print(server.port)
+            await server.serve_forever()
+    """
+
+    def __init__(self, handler: Handler, config: Config | None = None, **options: Any) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if config is None:
+            config = Config.build(**options)
+        elif options:
+            config = config.replace(**options)
+        self.handler = handler
+        self.config = config
+        self._state: ServerState | None = None
+        self._server: asyncio.Server | None = None
+        self._date_timer: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Event | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start accepting. Returns once the socket listens."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        loop = asyncio.get_running_loop()
+        config = self.config
+        state = self._state = ServerState(config, loop, self.handler)
+        self._stopped = asyncio.Event()
+        self._server = await loop.create_server(
+            functools.partial(HTTPProtocol, state),
+            host=config.host,
+            port=config.port,
+            backlog=config.backlog,
+            reuse_address=True,
+        )
+        for sock in self._server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Responses go out in one write; Nagle would only delay them.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if config.date_header:
+            self._schedule_date_tick()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        if self._server is None:
+            return ()
+        return tuple(self._server.sockets)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise RuntimeError("server is not listening")
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._state.connections) if self._state else 0
+
+    async def serve_forever(self) -> None:
+        """Wait until the server has been shut down (starting it if needed)."""
+        if self._server is None:
+            await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop gracefully: in-flight requests get `timeout` seconds
+        (default `graceful_timeout`) to finish; then they are cancelled."""
+        if self._server is None or self._stopped is None:
+            return
+        if self._shutdown_task is None:
+            grace = self.config.graceful_timeout if timeout is None else timeout
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(grace))
+        elif timeout is not None and timeout <= 0:
+            self.force_close()
+        await asyncio.shield(self._shutdown_task)
+
+    def force_close(self) -> None:
+        """Cancel every exchange and abort every connection now."""
+        state = self._state
+        if state is None:
+            return
+        state.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        for protocol in list(state.connections) + list(state.rejected):
+            protocol.abort()
+
+    async def _shutdown(self, grace: float) -> None:
+        state = self._state
+        server = self._server
+        assert state is not None and server is not None and self._stopped is not None
+        state.shutting_down = True
+        server.close()
+        for protocol in list(state.rejected):
+            protocol.abort()
+        for protocol in list(state.connections):
+            protocol.shutdown()
+        if state.connections:
+            try:
+                async with asyncio.timeout(grace):
+                    await state.all_closed.wait()
+            except TimeoutError:
+                logger.warning(
+                    "graceful shutdown: %d connection(s) still busy after %.1fs, cancelling",
+                    len(state.connections), grace,
+                )
+        tasks = [
+            p._exchange.task
+            for p in state.connections
+            if p._exchange is not None and p._exchange.task is not None
+        ]
+        self.force_close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if state.connections:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await state.all_closed.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await server.wait_closed()
+        if self._date_timer is not None:
+            self._date_timer.cancel()
+            self._date_timer = None
+        self._stopped.set()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    # -- Date header ------------------------------------------------------
+
+    def _schedule_date_tick(self) -> None:
+        state = self._state
+        assert state is not None
+        now = state.loop.time()
+        # Wake just after the next wall-clock second so the header changes on time.
+        delay = 1.0 - (time.time() % 1.0) + 0.001
+        self._date_timer = state.loop.call_at(now + delay, self._date_tick)
+
+    def _date_tick(self) -> None:
+        state = self._state
+        if state is None or (self._stopped is not None and self._stopped.is_set()):
+            return
+        state.refresh_base_headers()
+        self._schedule_date_tick()
+
+
+def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor `loop` names ("auto", "uvloop" or "asyncio")."""
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise ConfigError("loop='uvloop' but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
+
+
+def run(handler: Handler, config: Config | None = None, **options: Any) -> None:
+    """Serve `handler` until SIGINT or SIGTERM; the first shuts down gracefully,
+    the second at once. Blocks; picks the event loop from `config.loop`."""
+    if config is None:
+        config = Config.build(**options)
+    elif options:
+        config = config.replace(**options)
+    factory = new_event_loop_factory(config.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(handler, config))
+
+
+async def _serve(handler: Handler, config: Config) -> None:
+    server = Server(handler, config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            logger.info("shutting down (send the signal again to force)")
+            loop.create_task(server.shutdown())
+        else:
+            server.force_close()
+
+    installed = []
+    if sys.platform != "win32":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        await server.serve_forever()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,370 @@
+"""What run.py and memory.py share: the list of servers and how to start, check and stop one.
+
+Each server is a small module under ``benchmarks/servers/`` started as
+``PYTHON servers/MODULE.py PORT [ARG]`` in its own process group, optionally
+pinned to one CPU with ``taskset``. The project root is put on ``PYTHONPATH`` so
+that aserve runs from the source tree without being installed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = BENCH_DIR.parent
+SERVERS_DIR = BENCH_DIR / "servers"
+RESULTS_DIR = BENCH_DIR / "results"
+HOST = "127.0.0.1"
+EXPECTED_BODY = b"Hello, World!"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server under test."""
+
+    name: str
+    module: str
+    description: str
+    #: Modules that must import for the server to run.
+    requires: tuple[str, ...]
+    #: Distributions whose versions are recorded with the results.
+    packages: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    #: Extra Python that must run without error (e.g. an attribute check).
+    probe: str = ""
+
+    def argv(self, python: str, port: int) -> list[str]:
+        return [python, str(SERVERS_DIR / self.module), str(port), *self.args]
+
+
+SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "aserve",
+        "aserve_hello.py",
+        "aserve.run() with a PlainTextResponse handler",
+        requires=("aserve", "h11"),
+        packages=("h11", "uvloop"),
+        probe="aserve.run; aserve.PlainTextResponse",
+    ),
+    ServerSpec(
+        "uvicorn-h11",
+        "uvicorn_hello.py",
+        "uvicorn --http h11, raw ASGI app",
+        requires=("uvicorn", "h11", "uvloop"),
+        packages=("uvicorn", "h11", "uvloop"),
+        args=("h11",),
+    ),
+    ServerSpec(
+        "uvicorn-httptools",
+        "uvicorn_hello.py",
+        "uvicorn --http httptools, raw ASGI app",
+        requires=("uvicorn", "httptools", "uvloop"),
+        packages=("uvicorn", "httptools", "uvloop"),
+        args=("httptools",),
+    ),
+    ServerSpec(
+        "hypercorn",
+        "hypercorn_hello.py",
+        "hypercorn, uvloop worker, raw ASGI app",
+        requires=("hypercorn",),
+        packages=("hypercorn", "h11", "uvloop"),
+    ),
+    ServerSpec(
+        "aiohttp",
+        "aiohttp_hello.py",
+        "aiohttp.web, one route",
+        requires=("aiohttp",),
+        packages=("aiohttp", "uvloop"),
+    ),
+    ServerSpec(
+        "bare-h11",
+        "bare_h11.py",
+        "asyncio.Protocol + h11, canned reply (the floor)",
+        requires=("h11",),
+        packages=("h11", "uvloop"),
+    ),
+)
+
+
+def select(only: str | None) -> list[ServerSpec]:
+    """The servers named in a comma-separated ``--only`` value, in table order."""
+    if not only:
+        return list(SERVERS)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    known = {s.name for s in SERVERS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"unknown server(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    return [s for s in SERVERS if s.name in names]
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYTHONDEVMODE", None)
+    env.pop("PYTHONASYNCIODEBUG", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass
+class Availability:
+    ok: bool
+    reason: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def check_available(spec: ServerSpec, python: str) -> Availability:
+    """Import the server's modules in a child interpreter; say why not if they fail."""
+    code = (
+        "import importlib, importlib.metadata as md, json\n"
+        f"for name in {list(spec.requires)!r}:\n"
+        "    globals()[name] = importlib.import_module(name)\n"
+        f"{spec.probe}\n"
+        "versions = {}\n"
+        f"for dist in {list(spec.packages)!r}:\n"
+        "    try:\n"
+        "        versions[dist] = md.version(dist)\n"
+        "    except md.PackageNotFoundError:\n"
+        "        pass\n"
+        "print(json.dumps(versions))\n"
+    )
+    try:
+        proc = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            timeout=60,
+            cwd=BENCH_DIR,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Availability(False, f"cannot run {python}: {exc}")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return Availability(False, lines[-1] if lines else f"exit status {proc.returncode}")
+    try:
+        versions = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        versions = {}
+    return Availability(True, versions=versions)
+
+
+def choose_python(requested: str | None) -> str:
+    """The servers' interpreter as an absolute path.
+
+    ``requested`` (a path or a command name) when given, else
+    benchmarks/.venv/bin/python when that venv exists, else the running one.
+    """
+    if requested:
+        found = shutil.which(requested) if os.sep not in requested else requested
+        if not found or not os.access(found, os.X_OK):
+            raise SystemExit(f"--python {requested}: no such interpreter")
+        return os.path.abspath(found)
+    venv_python = BENCH_DIR / ".venv" / "bin" / "python"
+    return str(venv_python) if venv_python.exists() else sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def taskset_prefix(cpu: int | None) -> list[str]:
+    """``taskset -c CPU`` when pinning is wanted and possible, else nothing."""
+    if cpu is None:
+        return []
+    if shutil.which("taskset") is None:
+        raise SystemExit("taskset not found (util-linux); install it or pass --no-pin")
+    return ["taskset", "-c", str(cpu)]
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 65536:
+        hard_target = 65536
+    else:
+        hard_target = hard
+    if soft < hard_target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard_target, hard))
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file soft limit as far as allowed; return it."""
+    _raise_nofile()
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class ServerError(Exception):
+    """The server did not start or did not answer as expected."""
+
+
+class RunningServer:
+    """A server process started in its own session; use as a context manager."""
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        python: str,
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.port = port or free_port()
+        self.log = tempfile.NamedTemporaryFile(
+            prefix=f"bench-{spec.name}-", suffix=".log", delete=False
+        )
+        argv = [*taskset_prefix(cpu), *spec.argv(python, self.port)]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=server_env(env),
+            cwd=BENCH_DIR,
+            start_new_session=True,
+            preexec_fn=_raise_nofile,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 8) -> str:
+        self.log.flush()
+        try:
+            text = Path(self.log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def _died(self) -> ServerError:
+        tail = self.log_tail()
+        return ServerError(
+            f"exited with status {self.proc.returncode}" + (f": {tail}" if tail else "")
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the port accepts a TCP connection."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise self._died()
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise ServerError(f"port {self.port} did not accept within {timeout:.0f} s")
+
+    def check_reply(self) -> None:
+        """One GET /: status 200, body ``Hello, World!``, content-type text/plain."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            body = response.read()
+            ctype = response.getheader("content-type", "")
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServerError(f"GET / failed: {exc!r}") from exc
+        finally:
+            conn.close()
+        if response.status != 200 or body != EXPECTED_BODY:
+            raise ServerError(f"GET / answered {response.status} {body[:80]!r}")
+        if not ctype.startswith("text/plain"):
+            raise ServerError(f"GET / answered content-type {ctype!r}")
+        if self.proc.poll() is not None:
+            raise self._died()
+
+    def stop(self) -> None:
+        """SIGINT to the process group, SIGKILL if it is still there after 5 s."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process: VmRSS from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ServerError(f"no VmRSS for pid {pid}")
+
+
+def socket_count(pid: int) -> int:
+    """How many sockets a process holds open (listening ones included)."""
+    count = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def write_json(prefix: str, payload: object) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{prefix}-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain left/right aligned text table (numbers right, first column left)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def fmt(cells: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            out.append(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    print(fmt(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(fmt(row))
+    sys.stdout.flush()

@@ -1,0 +1,30 @@
+"""hypercorn running the raw ASGI app in this process (no worker subprocess).
+
+uvloop worker class when uvloop is installed, else asyncio; access log off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import settings
+from hypercorn.config import Config
+from hypercorn.run import run
+
+
+def main() -> None:
+    config = Config()
+    config.application_path = "asgi_app:app"
+    config.bind = [f"{settings.HOST}:{settings.port()}"]
+    config.workers = 0  # serve in this process, so its PID is the one measured
+    config.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    config.accesslog = None
+    config.errorlog = None
+    timeout = settings.keep_alive_timeout()
+    if timeout is not None:
+        config.keep_alive_timeout = timeout
+    run(config)
+
+
+if __name__ == "__main__":
+    main()

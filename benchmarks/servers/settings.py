@@ -1,0 +1,27 @@
+"""Command-line settings shared by the server modules.
+
+Every server module is started as ``python servers/NAME.py PORT``; the port may
+also come from the ``PORT`` environment variable. ``KEEP_ALIVE_TIMEOUT``
+(seconds), when set, overrides the server's idle keep-alive timeout: the memory
+benchmark sets it so that idle connections stay open while it measures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HOST = "127.0.0.1"
+
+
+def port() -> int:
+    """The port to listen on: first argument, else $PORT, else 8000."""
+    if len(sys.argv) > 1:
+        return int(sys.argv[1])
+    return int(os.environ.get("PORT", "8000"))
+
+
+def keep_alive_timeout() -> float | None:
+    """$KEEP_ALIVE_TIMEOUT in seconds, or None to keep the server's default."""
+    value = os.environ.get("KEEP_ALIVE_TIMEOUT")
+    return float(value) if value else None
