@@ -69,9 +69,7 @@ class HTTPConnection:
         "continue_sent",
     )
 
-    def __init__(
-        self, *, max_head_size: int, max_url_size: int, max_body_size: int | None
-    ) -> None:
+    def __init__(self, *, max_head_size: int, max_url_size: int, max_body_size: int | None) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
         self._max_url_size = max_url_size
@@ -90,6 +88,10 @@ class HTTPConnection:
         self._h11.receive_data(data)
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] | RequestError:
+        if self.keep_alive_10 and self._h11.their_state is h11.MUST_CLOSE:
+            # An HTTP/1.0 keep-alive request is complete; h11 would call the next
+            # one an error, but it waits for start_next_cycle() like any other.
+            return PAUSED
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -104,7 +106,11 @@ class HTTPConnection:
         expects_continue = False
         keep_alive_10 = False
         http_10 = event.http_version == b"1.0"
+        # h11 only limits a head that is still incomplete; one that arrived whole
+        # in a single read is measured here (request line + "name: value\r\n"s).
+        head_size = len(event.method) + len(event.target) + 14
         for _, name, value in event.headers._full_items:
+            head_size += len(name) + len(value) + 4
             if name == b"content-length":
                 content_length = int(value)  # h11 checked it is all digits
             elif name == b"transfer-encoding":
@@ -119,6 +125,8 @@ class HTTPConnection:
         self.is_head = event.method == b"HEAD"
         self.keep_alive_10 = keep_alive_10
         self.continue_sent = False
+        if head_size > self._max_head_size:
+            return RequestError(431, "Request head too large")
         if chunked and content_length is not None:
             # RFC 9112 6.1: a request with both is a smuggling attempt or a broken
             # proxy; refusing it is the only answer that cannot be mis-framed.
@@ -168,8 +176,14 @@ class HTTPConnection:
     @property
     def keep_alive(self) -> bool:
         """Another request may follow on this connection once this one is done."""
-        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE or (
-            self.keep_alive_10 and self._h11.our_state is h11.MUST_CLOSE and self.request_complete
+        return (
+            self._h11.our_state is h11.DONE
+            and self._h11.their_state is h11.DONE
+            or (
+                self.keep_alive_10
+                and self._h11.our_state is h11.MUST_CLOSE
+                and self.request_complete
+            )
         )
 
     def start_next_cycle(self) -> None:
@@ -179,7 +193,8 @@ class HTTPConnection:
             # picks up the bytes already received.
             data, closed = self._h11.trailing_data
             self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
-            self._h11.receive_data(data)
+            if data:
+                self._h11.receive_data(data)
             if closed:
                 self._h11.receive_data(b"")
             self.keep_alive_10 = False
@@ -218,8 +233,8 @@ class HTTPConnection:
         """Head, body and end of a response whose body is in hand, as one bytes."""
         out = self._send_head(status, headers, close)
         if body and not self.is_head:
-            out += self._h11.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[operator]
-        out += self._h11.send_with_data_passthrough(_END)  # type: ignore[operator]
+            out += self._emit(h11.Data(data=body))
+        out += self._emit(_END)
         return b"".join(out)
 
     def send_head(self, status: int, headers: HeaderTriples, *, close: bool = False) -> bytes:
@@ -228,7 +243,7 @@ class HTTPConnection:
     def send_data(self, data: bytes) -> bytes:
         if self.is_head or not data:
             return b""
-        return b"".join(self._h11.send_with_data_passthrough(h11.Data(data=data)))  # type: ignore[arg-type]
+        return b"".join(self._emit(h11.Data(data=data)))
 
     def send_end(self) -> bytes:
         return self._h11.send(_END)
@@ -248,9 +263,7 @@ class HTTPConnection:
             reason=REASONS.get(status, b""),
             _parsed=True,
         )
-        out = self._h11.send_with_data_passthrough(response)
-        if out is None:  # pragma: no cover - only for ConnectionClosed events
-            return []
+        out = self._emit(response)
         if keep_alive_10:
             # h11 writes "Connection: close" to every HTTP/1.0 peer; this one asked
             # for keep-alive and the body has a length, so say keep-alive instead.
@@ -260,6 +273,10 @@ class HTTPConnection:
                 )
             ]
         return out
+
+    def _emit(self, event: h11.Event) -> list[bytes]:
+        # Returns None only for ConnectionClosed, which is never sent here.
+        return self._h11.send_with_data_passthrough(event) or []
 
     def send_error(
         self, status: int, reason: str, extra_headers: HeaderTriples | None = None

@@ -125,7 +125,9 @@ class Exchange:
         request = self.request
         self.close_after = True
         error_log.error(
-            "handler failed on %s %s", request.method, request.target.decode("latin-1"),
+            "handler failed on %s %s",
+            request.method,
+            request.target.decode("latin-1"),
             exc_info=exc,
         )
         detail = "Internal Server Error"

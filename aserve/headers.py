@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Union
 
 RawHeaders = list[tuple[bytes, bytes]]
-HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
+HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 # RFC 9110 5.1 token characters for a name; a value must not carry CR, LF or NUL
 # (the characters that would let a value split a response: header injection).
@@ -131,7 +130,7 @@ class MutableHeaders(Headers, MutableMapping[str, str]):
     def append(self, name: str, value: str) -> None:
         self._raw.append(encode_header(name, value))
 
-    def setdefault(self, name: str, value: str = "") -> str:  # type: ignore[override]
+    def setdefault(self, name: str, value: str = "") -> str:
         if name in self:
             return self[name]
         self.append(name, value)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
@@ -105,8 +105,8 @@ class HTTPProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses; both fit.
+        self._transport = transport = cast(asyncio.Transport, transport)
         state = self._state
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -140,8 +140,9 @@ class HTTPProtocol(asyncio.Protocol):
             return False
         self._conn.receive(b"")
         self._process()
-        # Keep the write side open while an answer is still on its way.
-        return self._exchange is not None and self._phase != CLOSING
+        # A client that half-closes after a whole request still reads the answer
+        # (keep the write side open); one that stops mid-request has left.
+        return self._exchange is not None and self._phase != CLOSING and self._conn.request_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -283,7 +284,9 @@ class HTTPProtocol(asyncio.Protocol):
     def _refuse(self, error: RequestError, log: bool = True) -> None:
         if log:
             error_log.info(
-                "%s from %s: %s", error.status, self._client[0] if self._client else "-",
+                "%s from %s: %s",
+                error.status,
+                self._client[0] if self._client else "-",
                 error.reason,
             )
         data = self._conn.send_error(error.status, error.reason, self.base_headers())

@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 from .headers import HeadersInput, MutableHeaders, RawHeaders, encode_headers
 
+_orjson: Any
 try:  # orjson is several times faster than json when the app has it installed
-    import orjson as _orjson
+    import orjson as _orjson  # type: ignore[import-not-found, no-redef]
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
@@ -112,7 +113,7 @@ class JSONResponse(Response):
     def render(self, content: Any) -> bytes:
         if _orjson is not None:
             try:
-                return _orjson.dumps(content)
+                return bytes(_orjson.dumps(content))
             except TypeError:
                 pass  # types orjson refuses (subclassed ints, say): let json try
         return json.dumps(

@@ -200,7 +200,8 @@ class Server:
             except TimeoutError:
                 logger.warning(
                     "graceful shutdown: %d connection(s) still busy after %.1fs, cancelling",
-                    len(state.connections), grace,
+                    len(state.connections),
+                    grace,
                 )
         tasks = [
             p._exchange.task
@@ -261,7 +262,7 @@ def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]
             if loop == "uvloop":
                 raise ConfigError("loop='uvloop' but uvloop is not installed") from None
         else:
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop  # type: ignore[no-any-return, unused-ignore]
     return asyncio.new_event_loop
 
 
