@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/python -m aserve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check aserve tests benchmarks examples
+	$(BIN)/ruff check aserve tests benchmarks
 	$(BIN)/ruff format --check aserve
 
 typecheck: $(STAMP)
