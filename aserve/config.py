@@ -31,6 +31,10 @@ class Config:
     host: str = "127.0.0.1"
     #: TCP port; 0 lets the OS pick a free one (read it back from `Server.port`).
     port: int = 8000
+    #: Listen on this Unix domain socket path instead of host/port.
+    uds: str | None = None
+    #: Listen on this already-open, bound socket (file descriptor) instead of host/port.
+    fd: int | None = None
     #: Event loop: "uvloop" when installed under "auto", else the stdlib loop.
     loop: LoopName = "auto"
     #: listen() backlog.
@@ -88,6 +92,10 @@ class Config:
             _check_type(f.name, getattr(self, f.name), hints[f.name])
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.uds is not None and self.fd is not None:
+            raise ConfigError("uds and fd cannot both be given")
+        if self.fd is not None and self.fd < 0:
+            raise ConfigError(f"fd must be 0 or more, not {self.fd}")
         if self.backlog < 1:
             raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
         for name in ("max_body_size", "max_connections"):

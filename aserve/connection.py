@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import h11
 from h11._headers import Headers as _H11Headers
@@ -244,6 +244,13 @@ class HTTPConnection:
         if self.is_head or not data:
             return b""
         return b"".join(self._emit(h11.Data(data=data)))
+
+    def send_data_pieces(self, data: Any) -> list[Any]:
+        """Framing bytes around `data`, which is passed through untouched (a
+        FileSegment to sendfile, say); empty for a HEAD response."""
+        if self.is_head or not len(data):
+            return []
+        return self._emit(h11.Data(data=data))
 
     def send_end(self) -> bytes:
         return self._h11.send(_END)

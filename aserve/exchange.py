@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import BodyTooLarge, ClientDisconnected, HTTPException
-from .response import PlainTextResponse, Response
+from .response import FileSegment, PlainTextResponse, Response
 
 if TYPE_CHECKING:
     from .connection import HeaderTriples, HTTPConnection
@@ -40,6 +40,7 @@ class Channel(Protocol):
     def disconnected(self) -> bool: ...
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
+    async def send_file(self, fd: int, offset: int, count: int) -> None: ...
     def must_close(self) -> bool: ...
     def base_headers(self) -> HeaderTriples: ...
     def exchange_finished(self, clean: bool) -> None: ...
@@ -151,6 +152,13 @@ class Exchange:
             if not conn.is_head:
                 self.streaming = True
                 async for chunk in iterator:
+                    if type(chunk) is FileSegment:
+                        for piece in conn.send_data_pieces(chunk):
+                            if piece is chunk:
+                                await channel.send_file(chunk.fd, chunk.offset, chunk.count)
+                            else:
+                                channel.write(piece)
+                        continue
                     if isinstance(chunk, str):
                         chunk = chunk.encode("utf-8")
                     channel.write(conn.send_data(chunk))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,6 +54,9 @@ _PAUSE_PIPELINE = 2
 _PAUSE_LINGER = 4
 
 _EAGER_TASKS = sys.version_info >= (3, 12)
+_HAS_SENDFILE = hasattr(os, "sendfile")
+SENDFILE_CHUNK = 1024 * 1024
+READ_CHUNK = 256 * 1024
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -310,6 +314,43 @@ class HTTPProtocol(asyncio.Protocol):
             await gate.wait()
         elif self._lost:
             raise ClientDisconnected("client disconnected")
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of file `fd` from `offset`: zero-copy with
+        os.sendfile while the socket takes them, else read-and-write with
+        backpressure (TLS, or a socket that is momentarily full)."""
+        transport = self._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        native = (
+            _HAS_SENDFILE
+            and sock is not None
+            and transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("ssl_object") is None
+        )
+        while count > 0:
+            await self.drain()
+            if self._lost:
+                raise ClientDisconnected("client disconnected")
+            if native and transport.get_write_buffer_size() == 0:
+                try:
+                    sent = os.sendfile(sock.fileno(), fd, offset, min(count, SENDFILE_CHUNK))
+                except BlockingIOError:
+                    sent = -1  # the socket is full: let the transport wait for it
+                except OSError as exc:
+                    raise ClientDisconnected(f"sendfile failed: {exc}") from exc
+                if sent == 0:
+                    raise OSError("file ended before the promised length")
+                if sent > 0:
+                    offset += sent
+                    count -= sent
+                    continue
+            chunk = os.pread(fd, min(count, READ_CHUNK), offset)
+            if not chunk:
+                raise OSError("file ended before the promised length")
+            transport.write(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
 
     def base_headers(self) -> HeaderTriples:
         return self._state.base_headers

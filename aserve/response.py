@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -129,7 +130,25 @@ class RedirectResponse(Response):
         self.headers["location"] = quote(url, safe=":/%#?=@[]!$&'()*+,;")
 
 
-Chunk = bytes | str
+@dataclass(frozen=True, slots=True)
+class FileSegment:
+    """`count` bytes of the open file `fd` from `offset`, as one body chunk.
+
+    A streamed body may yield these between `bytes` chunks; the engine sends
+    them with `os.sendfile` (zero-copy) when the socket allows it and falls
+    back to reading and writing with backpressure otherwise. The file stays
+    open for as long as the iterator that yields it is not closed.
+    """
+
+    fd: int
+    offset: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+Chunk = bytes | str | FileSegment
 
 
 class StreamingResponse(Response):

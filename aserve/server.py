@@ -115,15 +115,29 @@ class Server:
             raise RuntimeError("server already started")
         loop = asyncio.get_running_loop()
         config = self.config
+        startup = getattr(self.handler, "startup", None)
+        if startup is not None:
+            # The handler's own start-up (an App's on_startup hooks, an ASGI
+            # app's lifespan) runs before the socket accepts anything.
+            await startup()
         state = self._state = ServerState(config, loop, self.handler)
         self._stopped = asyncio.Event()
-        self._server = await loop.create_server(
-            functools.partial(HTTPProtocol, state),
-            host=config.host,
-            port=config.port,
-            backlog=config.backlog,
-            reuse_address=True,
-        )
+        factory = functools.partial(HTTPProtocol, state)
+        if config.uds is not None:
+            self._server = await loop.create_unix_server(
+                factory, path=config.uds, backlog=config.backlog
+            )
+        elif config.fd is not None:
+            sock = socket.socket(fileno=config.fd)
+            self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+        else:
+            self._server = await loop.create_server(
+                factory,
+                host=config.host,
+                port=config.port,
+                backlog=config.backlog,
+                reuse_address=True,
+            )
         for sock in self._server.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Responses go out in one write; Nagle would only delay them.
@@ -221,7 +235,12 @@ class Server:
         if self._date_timer is not None:
             self._date_timer.cancel()
             self._date_timer = None
-        self._stopped.set()
+        shutdown = getattr(self.handler, "shutdown", None)
+        try:
+            if shutdown is not None:
+                await shutdown()
+        finally:
+            self._stopped.set()
 
     async def __aenter__(self) -> Server:
         await self.start()
