@@ -3,7 +3,8 @@
 The client writes raw bytes over a loopback socket and parses what comes back
 with an h11 client connection, so that every framing detail the server gets
 wrong shows up as an h11 error or as a wrong event. Every read is bounded by
-`READ_TIMEOUT`; nothing here sleeps.
+`READ_TIMEOUT`. Time is waited on only where there is no event to await:
+silence (`assert_silent`) and a stall (`settle`, `send_until_blocked`).
 
 The engine tests run twice, once on the stdlib event loop and once on uvloop
 (see `pytest_asyncio_loop_factories`), because their transports differ in
@@ -150,6 +151,8 @@ def parse_events(data: bytes, methods: Iterable[str] = (), *, closed: bool = Tru
     With `closed`, the data is taken to end with the server closing the
     connection, which yields a final `h11.ConnectionClosed`.
     """
+    if not data and closed:
+        return [h11.ConnectionClosed()]
     pending = list(methods)
     connection = h11.Connection(h11.CLIENT)
     connection.receive_data(data)
@@ -329,6 +332,60 @@ async def settle(value: Callable[[], int], *, quiet: float = 0.3, limit: float =
         elif loop.time() - since >= quiet:
             return current
     raise AssertionError(f"still changing after {limit}s (last value {last})")
+
+
+async def raw_socket(port: int, *, sndbuf: int | None = None) -> socket.socket:
+    """A non-blocking socket connected to 127.0.0.1:`port`, for byte-level flow tests.
+
+    `sndbuf` pins a small send buffer, so that what the server accepted, not
+    what our kernel queued, decides how much can be sent.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.setblocking(False)
+        async with asyncio.timeout(READ_TIMEOUT):
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def wait_writable(sock: socket.socket, timeout: float) -> bool:
+    """Wait until `sock` can take more data; False after `timeout` seconds without."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_writer(sock.fileno())
+
+
+async def send_until_blocked(
+    sock: socket.socket, pattern: bytes, limit: int, *, quiet: float = 0.3
+) -> int:
+    """Send `pattern` over and over, as fast as the peer takes it, and return the count.
+
+    Stops after `limit` bytes, or once the socket stayed full for `quiet`
+    seconds: the peer stopped reading. Partial sends resume mid-pattern, so the
+    byte stream stays a clean repetition of `pattern`.
+    """
+    sent = 0
+    while sent < limit:
+        offset = sent % len(pattern)
+        try:
+            sent += sock.send(pattern[offset : offset + limit - sent])
+        except BlockingIOError:
+            if not await wait_writable(sock, quiet):
+                break
+    return sent
 
 
 async def refused(port: int) -> bool:
