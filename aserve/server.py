@@ -31,7 +31,7 @@ from .config import Config
 from .connection import HeaderTriples
 from .errors import ConfigError
 from .exchange import Handler
-from .protocol import HTTPProtocol
+from .protocol import LINGER_S, HTTPProtocol
 
 logger = logging.getLogger("aserve.error")
 
@@ -103,7 +103,9 @@ class Server:
         self.config = config
         self._state: ServerState | None = None
         self._server: asyncio.Server | None = None
-        self._date_timer: asyncio.TimerHandle | None = None
+        self._clock: asyncio.TimerHandle | None = None
+        self._clock_interval = 1.0
+        self._date_second = 0
         self._stopped: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
 
@@ -142,8 +144,8 @@ class Server:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Responses go out in one write; Nagle would only delay them.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if config.date_header:
-            self._schedule_date_tick()
+        self._clock_interval = clock_interval(config)
+        self._clock = loop.call_later(self._clock_interval, self._tick)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -232,9 +234,9 @@ class Server:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1):
                 await server.wait_closed()
-        if self._date_timer is not None:
-            self._date_timer.cancel()
-            self._date_timer = None
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         shutdown = getattr(self.handler, "shutdown", None)
         try:
             if shutdown is not None:
@@ -254,22 +256,33 @@ class Server:
     ) -> None:
         await self.shutdown()
 
-    # -- Date header ------------------------------------------------------
+    # -- the clock: Date header and connection deadlines -------------------
 
-    def _schedule_date_tick(self) -> None:
-        state = self._state
-        assert state is not None
-        now = state.loop.time()
-        # Wake just after the next wall-clock second so the header changes on time.
-        delay = 1.0 - (time.time() % 1.0) + 0.001
-        self._date_timer = state.loop.call_at(now + delay, self._date_tick)
-
-    def _date_tick(self) -> None:
+    def _tick(self) -> None:
         state = self._state
         if state is None or (self._stopped is not None and self._stopped.is_set()):
             return
-        state.refresh_base_headers()
-        self._schedule_date_tick()
+        loop = state.loop
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second = second
+            state.refresh_base_headers()
+        now = loop.time()
+        for protocol in (*state.connections, *state.rejected):
+            deadline = protocol._deadline
+            if deadline is not None and deadline <= now:
+                protocol.deadline_passed()
+        # Aligned to the wall clock's next second when that comes first, so the
+        # Date header changes on time.
+        delay = min(self._clock_interval, 1.0 - time.time() % 1.0 + 0.001)
+        self._clock = loop.call_later(delay, self._tick)
+
+
+def clock_interval(config: Config) -> float:
+    """How often deadlines are checked: a quarter of the shortest timeout, so a
+    timeout fires at most 25% late, between 10 ms and 1 s."""
+    shortest = min(config.header_timeout, config.keep_alive_timeout, LINGER_S)
+    return max(0.01, min(1.0, shortest / 4))
 
 
 def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
