@@ -89,11 +89,29 @@ class Exchange:
             self.task.cancel()
 
     async def run(self) -> None:
+        # One coroutine frame for the common case: the handler's call and a
+        # response in hand are handled inline; only streaming awaits more.
         clean = False
         try:
-            response = await self._call_handler()
+            try:
+                response: Response | None = await self._settings.handler(self.request)
+                if not isinstance(response, Response):
+                    response = self._internal_error(
+                        TypeError(f"handler returned {type(response).__name__}, not a Response")
+                    )
+            except HTTPException as exc:
+                if isinstance(exc, BodyTooLarge):
+                    self.close_after = True
+                response = _error_response(exc.status, exc.detail, exc.headers)
+            except ClientDisconnected:
+                response = None
+            except Exception as exc:
+                response = None if self._channel.disconnected else self._internal_error(exc)
             if response is not None:
-                clean = await self._send(response)
+                if response.streaming:
+                    clean = await self._send_stream(response)
+                else:
+                    clean = self._send_full(response)
         except asyncio.CancelledError:
             # Shutdown past its grace period, or the client left mid-stream.
             clean = False
@@ -101,26 +119,6 @@ class Exchange:
             self._channel.exchange_finished(clean)
         if self._settings.access_log:
             self._log_access()
-
-    async def _call_handler(self) -> Response | None:
-        request = self.request
-        try:
-            response = await self._settings.handler(request)
-        except HTTPException as exc:
-            if isinstance(exc, BodyTooLarge):
-                self.close_after = True
-            return _error_response(exc.status, exc.detail, exc.headers)
-        except ClientDisconnected:
-            return None
-        except Exception as exc:
-            if self._channel.disconnected:
-                return None
-            return self._internal_error(exc)
-        if not isinstance(response, Response):
-            return self._internal_error(
-                TypeError(f"handler returned {type(response).__name__}, not a Response")
-            )
-        return response
 
     def _internal_error(self, exc: BaseException) -> Response:
         request = self.request
@@ -136,16 +134,25 @@ class Exchange:
             detail += "\n\n" + "".join(traceback.format_exception(exc))
         return _error_response(500, detail)
 
-    async def _send(self, response: Response) -> bool:
+    def _head(self, response: Response) -> HeaderTriples:
+        self.status = response.status_code
+        headers: HeaderTriples = [(name, name, value) for name, value in response.raw_headers]
+        headers += self._channel.base_headers()
+        return headers
+
+    def _send_full(self, response: Response) -> bool:
+        channel = self._channel
+        headers = self._head(response)
+        close = self.close_after or channel.must_close()
+        channel.write(self._conn.send_full(self.status, headers, response.body, close=close))
+        return True
+
+    async def _send_stream(self, response: Response) -> bool:
         channel = self._channel
         conn = self._conn
-        status = self.status = response.status_code
-        headers: HeaderTriples = [(name, name, value) for name, value in response.raw_headers]
-        headers += channel.base_headers()
+        headers = self._head(response)
         close = self.close_after or channel.must_close()
-        if not response.streaming:
-            channel.write(conn.send_full(status, headers, response.body, close=close))
-            return True
+        status = self.status
         iterator = response.body_iterator  # type: ignore[attr-defined]
         try:
             channel.write(conn.send_head(status, headers, close=close))
