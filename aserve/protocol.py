@@ -472,8 +472,13 @@ class HTTPProtocol(asyncio.Protocol):
             transport.close()
 
     def shutdown(self) -> None:
-        """The server is stopping: close now if idle, else after this response."""
-        if self._phase in (IDLE, HEAD, DISCARD):
+        """The server is stopping: close now if idle or lingering, else after
+        this response."""
+        phase = self._phase
+        if phase == CLOSING:
+            if self._transport is not None and not self._lost:
+                self._transport.close()
+        elif phase != BUSY:
             self._close(linger=False)
 
     def abort(self) -> None:
