@@ -133,6 +133,7 @@ class HTTPProtocol(asyncio.Protocol):
         if phase == BUSY and self._body is None:
             # The request is in; this is the next one, pipelined. h11 holds it
             # until our response is done; past a limit, stop reading.
+            self._pending = True
             self._pipelined += len(data)
             if self._pipelined > PIPELINE_LIMIT:
                 self._pause_reading(_PAUSE_PIPELINE)

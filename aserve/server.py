@@ -29,7 +29,7 @@ from typing import Any
 
 from .config import Config
 from .connection import HeaderTriples
-from .errors import ConfigError
+from .errors import ConfigError, ListenError
 from .exchange import Handler
 from .protocol import LINGER_S, HTTPProtocol
 
@@ -117,35 +117,58 @@ class Server:
             raise RuntimeError("server already started")
         loop = asyncio.get_running_loop()
         config = self.config
-        startup = getattr(self.handler, "startup", None)
-        if startup is not None:
-            # The handler's own start-up (an App's on_startup hooks, an ASGI
-            # app's lifespan) runs before the socket accepts anything.
-            await startup()
         state = self._state = ServerState(config, loop, self.handler)
         self._stopped = asyncio.Event()
         factory = functools.partial(HTTPProtocol, state)
-        if config.uds is not None:
-            self._server = await loop.create_unix_server(
-                factory, path=config.uds, backlog=config.backlog
-            )
-        elif config.fd is not None:
-            sock = socket.socket(fileno=config.fd)
-            self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
-        else:
-            self._server = await loop.create_server(
-                factory,
-                host=config.host,
-                port=config.port,
-                backlog=config.backlog,
-                reuse_address=True,
-            )
+        try:
+            if config.uds is not None:
+                server = await loop.create_unix_server(
+                    factory, path=config.uds, backlog=config.backlog, start_serving=False
+                )
+            elif config.fd is not None:
+                sock = socket.socket(fileno=config.fd)
+                server = await loop.create_server(
+                    factory, sock=sock, backlog=config.backlog, start_serving=False
+                )
+            else:
+                server = await loop.create_server(
+                    factory,
+                    host=config.host,
+                    port=config.port,
+                    backlog=config.backlog,
+                    reuse_address=True,
+                    start_serving=False,
+                )
+        except OSError as exc:
+            raise ListenError(
+                exc.errno, f"cannot listen on {self._where()}: {exc.strerror or exc}"
+            ) from exc
+        startup = getattr(self.handler, "startup", None)
+        if startup is not None:
+            # The handler's own start-up (an App's on_startup hooks, an ASGI
+            # app's lifespan) runs once the address is ours and before the
+            # socket accepts anything; if it fails, the socket is let go.
+            try:
+                await startup()
+            except BaseException:
+                server.close()
+                raise
+        self._server = server
+        await server.start_serving()
         for sock in self._server.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Responses go out in one write; Nagle would only delay them.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._clock_interval = clock_interval(config)
         self._clock = loop.call_later(self._clock_interval, self._tick)
+
+    def _where(self) -> str:
+        config = self.config
+        if config.uds is not None:
+            return config.uds
+        if config.fd is not None:
+            return f"fd {config.fd}"
+        return f"{config.host}:{config.port}"
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

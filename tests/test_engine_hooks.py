@@ -201,3 +201,31 @@ def test_clock_interval_follows_the_shortest_timeout() -> None:
     assert clock_interval(aserve.Config.build(header_timeout=0.001)) == 0.01
     with pytest.raises(aserve.ConfigError):
         aserve.Config.build(uds="/tmp/x", fd=3)
+
+
+async def test_request_sent_while_the_previous_one_is_busy_is_served_next() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request: aserve.Request) -> aserve.Response:
+        if request.path == "/slow":
+            started.set()
+            await release.wait()
+        return aserve.PlainTextResponse(request.path)
+
+    async with aserve.Server(handler, port=0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        async with asyncio.timeout(5):
+            await started.wait()
+        # A separate packet, arriving while /slow is still being handled.
+        writer.write(b"GET /next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # let the server read it while /slow is busy
+        release.set()
+        async with asyncio.timeout(5):
+            data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert data.endswith(b"/next")
