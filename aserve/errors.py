@@ -18,6 +18,10 @@ class ConfigError(AserveError, ValueError):
     """A setting is unknown or has a bad value."""
 
 
+class ListenError(AserveError, OSError):
+    """The server could not bind or listen on its address (port in use, say)."""
+
+
 class HTTPException(AserveError):
     """Answer the request with `status` and a short plain-text `detail`.
 
@@ -60,3 +64,17 @@ class BadRequestBody(HTTPException):
 
 class ClientDisconnected(AserveError, ConnectionError):
     """The client went away; reading the body or writing the response stopped."""
+
+
+class BadRequest(HTTPException):
+    """Part of the request head is malformed (path encoding, query, Host...)."""
+
+    def __init__(self, detail: str = "Bad Request") -> None:
+        super().__init__(400, detail)
+
+
+class ContentTooLarge(HTTPException):
+    """Part of the request (a form, a field, an upload) passed one of its limits."""
+
+    def __init__(self, detail: str = "Content Too Large") -> None:
+        super().__init__(413, detail)

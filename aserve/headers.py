@@ -78,6 +78,13 @@ class Headers(Mapping[str, str]):
     def __len__(self) -> int:
         return len({raw_name for raw_name, _ in self._raw})
 
+    def get_raw(self, name: bytes) -> bytes | None:
+        """The first value of `name` (lowercase bytes) as sent, undecoded, or None."""
+        for raw_name, raw_value in self._raw:
+            if raw_name == name:
+                return raw_value
+        return None
+
     def getall(self, name: str) -> list[str]:
         key = name.lower().encode("latin-1")
         return [v.decode("latin-1") for n, v in self._raw if n == key]

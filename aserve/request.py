@@ -3,7 +3,15 @@
 A `Request` is a thin, lazy view over the parsed h11 head: nothing is decoded
 until a handler asks for it, and each decoded value is kept. The body is read
 through the `BodyStream` the connection feeds (`stream()`, `body()`, `text()`,
-`json()`); a request without a body has none and reads as `b""` at once.
+`json()`, `form()`); a request without a body has none and reads as `b""` at once.
+
+Malformed input never surfaces as a crash: a path or query that is not UTF-8
+after percent-decoding, a bad Host header, a body that is not the JSON, text or
+form it claims to be -- each raises an `HTTPException` subclass (400, or 413
+past a limit) with a short reason, which becomes the answer.
+
+Mounting (`App.mount`) does not copy the request: it extends `root_path`, and a
+mounted handler routes on `route_path`, the part of `path` below its mount.
 
 This module knows nothing of sockets or of the event loop beyond awaiting the
 body stream; `Request` objects can be built in tests from bytes alone.
@@ -13,12 +21,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
-from .errors import BadRequestBody
+from .datastructures import URL, QueryParams, State, check_host, parse_cookies, parse_query
+from .errors import BadRequest, BadRequestBody
 from .flow import BodyStream
+from .forms import FormData, FormLimits, parse_form
 from .headers import Headers
+
+if TYPE_CHECKING:
+    from .app import App
 
 
 class Peer(Protocol):
@@ -43,6 +56,11 @@ class Request:
         "_body",
         "path_params",
         "_state",
+        "_query",
+        "_cookies",
+        "_form",
+        "root_path",
+        "app",
     )
 
     def __init__(
@@ -69,7 +87,14 @@ class Request:
         self._path: str | None = None
         self._body: bytes | None = None
         self.path_params: dict[str, Any] = {}
-        self._state: dict[str, Any] | None = None
+        self._state: State | None = None
+        self._query: QueryParams | None = None
+        self._cookies: dict[str, str] | None = None
+        self._form: FormData | None = None
+        #: The mount prefix this request was routed through ("" at the top).
+        self.root_path = ""
+        #: The innermost `App` that routed this request, if any.
+        self.app: App | None = None
 
     # -- head -------------------------------------------------------------
 
@@ -97,10 +122,52 @@ class Request:
 
     @property
     def path(self) -> str:
-        """The percent-decoded path (UTF-8; undecodable bytes become U+FFFD)."""
-        if self._path is None:
-            self._path = unquote(self.raw_path.decode("latin-1"), errors="replace")
-        return self._path
+        """The percent-decoded path; `BadRequest` (400) when that is not UTF-8."""
+        path = self._path
+        if path is None:
+            raw = self._target.partition(b"?")[0].decode("latin-1")
+            if "%" in raw:
+                try:
+                    raw = unquote(raw, errors="strict")
+                except UnicodeDecodeError:
+                    raise BadRequest("Malformed path: not UTF-8 after percent-decoding") from None
+            path = self._path = raw
+        return path
+
+    @property
+    def route_path(self) -> str:
+        """`path` below the mount prefix (`root_path`): what a mounted handler routes on."""
+        root = self.root_path
+        if not root:
+            return self.path
+        return self.path[len(root) :] or "/"
+
+    @property
+    def query(self) -> QueryParams:
+        """The query string as a multi-dict: ``query["a"]``, ``query.getall("a")``."""
+        if self._query is None:
+            self._query = QueryParams(parse_query(self.query_string))
+        return self._query
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            self._cookies = {}
+            for value in self.headers.getall("cookie"):
+                for name, cookie in parse_cookies(value).items():
+                    self._cookies.setdefault(name, cookie)
+        return self._cookies
+
+    @property
+    def url(self) -> URL:
+        """The full URL: scheme, Host header (checked), and the target as sent."""
+        target = self._target.decode("latin-1")
+        if target.startswith(("http://", "https://")):
+            return URL(target)  # absolute-form (RFC 9112 3.2.2), as sent to proxies
+        host = check_host(self.headers.get("host", "")) or "localhost"
+        if not target.startswith("/"):
+            target = "/" + target if target != "*" else ""
+        return URL(f"{self.scheme}://{host}{target}")
 
     @property
     def headers(self) -> Headers:
@@ -110,10 +177,10 @@ class Request:
         return self._headers
 
     @property
-    def state(self) -> dict[str, Any]:
-        """Free space for middleware and handlers to hang per-request data on."""
+    def state(self) -> State:
+        """Free space for middleware and handlers: ``state.user`` or ``state["user"]``."""
         if self._state is None:
-            self._state = {}
+            self._state = State()
         return self._state
 
     # -- body -------------------------------------------------------------
@@ -144,7 +211,7 @@ class Request:
             return raw.decode(charset)
         except LookupError:
             raise BadRequestBody(f"Unknown charset {charset!r}") from None
-        except UnicodeDecodeError:
+        except (UnicodeError, ValueError):
             raise BadRequestBody(f"Body is not valid {charset}") from None
 
     async def json(self) -> Any:
@@ -153,6 +220,36 @@ class Request:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequestBody(f"Malformed JSON body: {exc}") from None
+        except RecursionError:
+            raise BadRequestBody("Malformed JSON body: nested too deeply") from None
+
+    async def form(
+        self,
+        *,
+        max_size: int | None = None,
+        max_fields: int = 1000,
+        max_files: int = 1000,
+        max_field_size: int = 1024 * 1024,
+        spool_size: int = 1024 * 1024,
+    ) -> FormData:
+        """The body as a form (urlencoded or multipart), parsed once and kept.
+
+        Plain fields are ``str``; file fields `aserve.UploadFile` (spooled to disk
+        past `spool_size` bytes). `max_size` bounds the whole form (the server's
+        `max_body_size` always does), `max_field_size` one plain field; more
+        than `max_fields` fields or `max_files` files is a 413 too.
+        """
+        if self._form is None:
+            limits = FormLimits(
+                max_size=max_size,
+                max_fields=max_fields,
+                max_files=max_files,
+                max_field_size=max_field_size,
+                spool_size=spool_size,
+            )
+            content_type = self.headers.get("content-type", "")
+            self._form = await parse_form(content_type, self.stream(), limits)
+        return self._form
 
     async def is_disconnected(self) -> bool:
         """True once the client has gone away."""

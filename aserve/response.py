@@ -6,15 +6,24 @@ pairs (checked when set, see `aserve.headers`) and either a body in hand
 (`body_iterator`). The connection engine reads those and does the writing, with
 backpressure. `Content-Length` is added for a body in hand, except where the
 status forbids a body (1xx, 204, 304).
+
+`EventSourceResponse` streams server-sent events (the ``text/event-stream``
+format of the HTML standard) and writes a comment line when no event came for
+`ping_interval` seconds, so that proxies and browsers keep the stream open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from datetime import datetime
+from email.utils import format_datetime, formatdate
+from http.cookies import SimpleCookie
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 from .headers import HeadersInput, MutableHeaders, RawHeaders, encode_headers
@@ -91,6 +100,73 @@ class Response:
         """The headers, as a case-insensitive mapping that can be changed in place."""
         return MutableHeaders(self.raw_headers)
 
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        expires: datetime | int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header. `expires` is a datetime or seconds from now.
+
+        A name that is not a cookie token raises ValueError; a value with
+        characters a cookie cannot carry raw is quoted.
+        """
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie[key] = value
+        except Exception as exc:  # http.cookies.CookieError
+            raise ValueError(f"invalid cookie name {key!r}") from exc
+        morsel = cookie[key]
+        if max_age is not None:
+            morsel["max-age"] = str(max_age)
+        if expires is not None:
+            if isinstance(expires, datetime):
+                morsel["expires"] = format_datetime(expires, usegmt=True)
+            else:
+                morsel["expires"] = formatdate(time.time() + expires, usegmt=True)
+        if path is not None:
+            morsel["path"] = path
+        if domain is not None:
+            morsel["domain"] = domain
+        if secure:
+            morsel["secure"] = True
+        if httponly:
+            morsel["httponly"] = True
+        if samesite is not None:
+            if samesite.lower() not in ("lax", "strict", "none"):
+                raise ValueError("samesite must be 'lax', 'strict' or 'none'")
+            morsel["samesite"] = samesite.capitalize()
+        self.headers.append("set-cookie", morsel.OutputString())
+
+    def delete_cookie(
+        self,
+        key: str,
+        *,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Tell the client to drop cookie `key` (same `path` and `domain` as it was set with)."""
+        self.set_cookie(
+            key,
+            max_age=0,
+            expires=0,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.status_code}>"
 
@@ -112,14 +188,22 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        if _orjson is not None:
-            try:
-                return bytes(_orjson.dumps(content))
-            except TypeError:
-                pass  # types orjson refuses (subclassed ints, say): let json try
-        return json.dumps(
-            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode("utf-8")
+        return dump_json(content)
+
+
+def dump_json(content: Any) -> bytes:
+    """`content` as compact UTF-8 JSON; orjson when installed, else the json module."""
+    if _orjson is not None:
+        try:
+            return bytes(_orjson.dumps(content))
+        except TypeError:
+            pass  # types orjson refuses (subclassed ints, say): let json try
+    return _JSON_ENCODER.encode(content).encode("utf-8")
+
+
+# Built once: json.dumps with any non-default option builds a new encoder per call,
+# which costs more than encoding a small object does.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class RedirectResponse(Response):
@@ -204,3 +288,123 @@ async def _iterate_in_thread(iterable: Iterable[Chunk]) -> AsyncIterator[Chunk]:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+@dataclass(slots=True)
+class ServerSentEvent:
+    """One server-sent event. `data` that is not str is sent as JSON.
+
+    A multi-line `data` becomes one ``data:`` line per line, as the format wants.
+    """
+
+    data: Any = None
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    comment: str | None = None
+
+    def encode(self) -> bytes:
+        lines: list[str] = []
+        if self.comment is not None:
+            lines.extend(f": {line}" for line in self.comment.splitlines() or [""])
+        for name, field in (("event", self.event), ("id", self.id)):
+            if field is not None:
+                if "\r" in field or "\n" in field or (name == "id" and "\0" in field):
+                    raise ValueError(f"event {name} cannot contain a line break")
+                lines.append(f"{name}: {field}")
+        if self.retry is not None:
+            lines.append(f"retry: {int(self.retry)}")
+        data = self.data
+        if data is not None:
+            if not isinstance(data, str):
+                data = dump_json(data).decode("utf-8")
+            lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+        return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+EventLike = ServerSentEvent | str | dict[str, Any] | bytes
+
+
+def _encode_event(item: EventLike) -> bytes:
+    if isinstance(item, ServerSentEvent):
+        return item.encode()
+    if isinstance(item, bytes):
+        return item  # already in the wire format
+    if isinstance(item, dict):
+        return ServerSentEvent(**item).encode()
+    return ServerSentEvent(data=item).encode()
+
+
+class EventSourceResponse(StreamingResponse):
+    """Server-sent events from an async iterable of `ServerSentEvent`, str or dict.
+
+    A str is the data of one event; a dict the fields of `ServerSentEvent`.
+    Without an event for `ping_interval` seconds a ``: ping`` comment goes
+    out (None: never). When the client goes away the iterable is closed.
+    """
+
+    __slots__ = ()
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterable[EventLike] | Iterable[EventLike],
+        *,
+        ping_interval: float | None = 15.0,
+        status: int = 200,
+        headers: HeadersInput = None,
+    ) -> None:
+        if isinstance(content, AsyncIterable):
+            events: AsyncIterator[Any] = aiter(content)
+        else:
+            events = _iterate_in_thread(content)  # type: ignore[arg-type]
+        super().__init__(_event_stream(events, ping_interval), status=status, headers=headers)
+        raw = self.raw_headers
+        if not _has(raw, b"cache-control"):
+            raw.append((b"cache-control", b"no-cache"))
+        # Buffering proxies (nginx) would otherwise hold events back.
+        if not _has(raw, b"x-accel-buffering"):
+            raw.append((b"x-accel-buffering", b"no"))
+
+
+_PING = b": ping\n\n"
+
+
+async def _event_stream(
+    events: AsyncIterator[EventLike], ping_interval: float | None
+) -> AsyncIterator[bytes]:
+    if ping_interval is None:
+        try:
+            async for item in events:
+                yield _encode_event(item)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
+    # Waiting for the next event with a timeout must not cancel the producer
+    # (that would end it), so its next step runs as a task that is waited on
+    # and, on timeout, simply waited on again after the ping.
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait((pending,), timeout=ping_interval)
+            if not done:
+                yield _PING
+                continue
+            step, pending = pending, None
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield _encode_event(item)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
