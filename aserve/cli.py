@@ -1,33 +1,65 @@
-"""The command line: argv -> Config -> run.
+"""The command line: argv and environment -> Config and a handler -> a running server.
 
-Options are derived from the `Config` fields (one option per field, same name
-with dashes, same default and validation), so the CLI never keeps a second
-list of settings. Bad values print one line and exit with status 2.
+``aserve`` alone serves the current directory (``--directory``) with
+`StaticFiles`, listing on; ``aserve module:attribute`` imports an application
+and serves it, whether it is an aserve App or handler, an ASGI app or a WSGI
+app (detected by `aserve.asgi.detect_interface`; ``--interface`` forces it).
+
+Settings come from three places, the later winning: each `Config` field's
+default, an ``ASERVE_<FIELD>`` environment variable, and the option of the
+same name (``--keep-alive-timeout`` for ``keep_alive_timeout``). The options
+are derived from the Config fields, so the CLI keeps no second list of
+settings; the handful that are not server settings (``--directory``,
+``--app-dir``, ``--factory``, ``--interface``, ``--lifespan``,
+``--log-level``) take environment variables the same way.
+
+Errors a user can fix by changing a value (an unknown option, a bad number, a
+target that does not import, a missing directory, a port in use) print one
+line, ``aserve: error: ...``, and exit with status 2 (1 for a failure to
+listen). Never a traceback: those are kept for exceptions raised by the
+application's own code while it is imported or started.
+
+The server runs here rather than through `aserve.run`, so that the start line
+can be printed once the socket is bound (with port 0 it shows the real port).
+Signals are handled as `run` does: SIGINT or SIGTERM shuts down gracefully, a
+second one forces it; the exit status is then 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import importlib
+import inspect
 import logging
+import os
+import re
+import signal
+import socket
 import sys
+import traceback
 import types
 import typing
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import Config, config_fields
-from .errors import ConfigError
+from .errors import ConfigError, ListenError
 from .exchange import Handler
-from .request import Request
-from .response import HTMLResponse, Response
+from .server import Server, new_event_loop_factory
+
+logger = logging.getLogger("aserve.error")
+
+ENV_PREFIX = "ASERVE_"
 
 _HELP = {
     "host": "interface to bind (default: %(default)s)",
     "port": "TCP port, 0 for any free one (default: %(default)s)",
-    "loop": "event loop: auto, uvloop or asyncio (default: %(default)s)",
+    "uds": "listen on this Unix domain socket instead of host and port",
+    "fd": "listen on this already bound socket, given by file descriptor",
+    "loop": "event loop (default: %(default)s: uvloop when installed)",
     "backlog": "listen() backlog (default: %(default)s)",
     "max_body_size": "largest request body in bytes, 'none' for no limit (default: %(default)s)",
     "max_head_size": "largest request head in bytes (default: %(default)s)",
@@ -42,14 +74,65 @@ _HELP = {
     "access_log": "log one line per request (default: off)",
 }
 
+# Which help section each Config field is listed under; a field not named here
+# (a new one) goes under "server".
+_GROUPS = {
+    "host": "socket",
+    "port": "socket",
+    "uds": "socket",
+    "fd": "socket",
+    "backlog": "socket",
+    "loop": "socket",
+    "max_body_size": "limits",
+    "max_head_size": "limits",
+    "max_url_size": "limits",
+    "header_timeout": "limits",
+    "keep_alive_timeout": "limits",
+    "max_connections": "limits",
+    "graceful_timeout": "limits",
+}
 
-def _parse_value(name: str, hint: Any) -> Any:
+_EPILOG = """\
+examples:
+  aserve                          serve the current directory on http://127.0.0.1:8000
+  aserve -d public --port 8080    serve ./public on port 8080
+  aserve myapp:app                serve an aserve App, ASGI app or WSGI app
+  aserve myapp:create_app --factory
+                                  call create_app() and serve what it returns
+
+Every option can also be set in the environment as ASERVE_<OPTION>, e.g.
+ASERVE_PORT=8080 or ASERVE_ACCESS_LOG=1; an option on the command line wins.
+"""
+
+_TARGET_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+Converter = Callable[[str], Any]
+
+
+class UsageError(Exception):
+    """A value the user gave is wrong; the message is the one line to show."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"aserve: error: {message} (see aserve --help)\n")
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _value_parser(name: str, hint: Any) -> Converter:
+    """A converter for an int / float / str field, optional ones taking 'none'."""
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
 
     def parse(text: str) -> Any:
-        if optional and text.lower() in ("none", ""):
+        if optional and text.strip().lower() in ("none", ""):
             return None
         try:
             if base is int:
@@ -65,66 +148,196 @@ def _parse_value(name: str, hint: Any) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+def _choice(choices: Sequence[str]) -> Converter:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
+    """The parser, and for each option's destination the converter that reads
+    the same setting from the environment."""
+    parser = _Parser(
         prog="aserve",
-        description="Serve an aserve handler (module:attribute) over HTTP/1.1.",
+        usage="aserve [TARGET] [options]",
+        description=(
+            "Serve a directory, or an application, over HTTP/1.1.\n"
+            "Without TARGET, serve --directory (the current one by default) with a file listing."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    env: dict[str, Converter] = {}
     parser.add_argument(
         "target",
         nargs="?",
-        help="what to serve, as module:attribute (default: a welcome page)",
+        metavar="TARGET",
+        help="module:attribute of an aserve App or handler, an ASGI app or a WSGI app",
     )
     parser.add_argument("--version", action="version", version=f"aserve {__version__}")
-    parser.add_argument(
+
+    app = parser.add_argument_group("what to serve")
+    app.add_argument(
+        "-d",
+        "--directory",
+        default=".",
+        metavar="DIR",
+        help="folder to serve when there is no TARGET (default: the current one)",
+    )
+    app.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="folder put first on the import path for TARGET (default: the current one)",
+    )
+    app.add_argument(
+        "--factory",
+        action="store_true",
+        default=False,
+        help="TARGET is a function that returns the application: call it",
+    )
+    interfaces = ["auto", "native", "asgi", "wsgi"]
+    app.add_argument(
+        "--interface",
+        default="auto",
+        choices=interfaces,
+        help="how TARGET is called (default: auto, detected from its signature)",
+    )
+    lifespans = ["auto", "on", "off"]
+    app.add_argument(
+        "--lifespan",
+        default="auto",
+        choices=lifespans,
+        help="run an ASGI app's lifespan start-up and shutdown (default: %(default)s)",
+    )
+    env.update(
+        directory=str,
+        app_dir=str,
+        factory=_parse_bool,
+        interface=_choice(interfaces),
+        lifespan=_choice(lifespans),
+    )
+
+    groups = {
+        "socket": parser.add_argument_group("socket"),
+        "limits": parser.add_argument_group("limits and timeouts"),
+        "server": parser.add_argument_group("server"),
+    }
+    log_levels = ["critical", "error", "warning", "info", "debug"]
+    groups["server"].add_argument(
         "--log-level",
         default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
+        choices=log_levels,
         help="logging level (default: %(default)s)",
     )
+    env["log_level"] = _choice(log_levels)
+
     hints = typing.get_type_hints(Config)
     for field in config_fields():
+        group = groups[_GROUPS.get(field.name, "server")]
         option = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
-        help_text = _HELP.get(field.name)
+        help_text = _HELP.get(field.name, field.name.replace("_", " "))
+        origin = typing.get_origin(hint)
         if hint is bool:
-            parser.add_argument(
+            group.add_argument(
                 option,
                 dest=field.name,
                 action=argparse.BooleanOptionalAction,
                 default=field.default,
                 help=help_text,
             )
-            continue
-        choices = None
-        origin = typing.get_origin(hint)
-        if origin is typing.Literal:
-            choices = list(typing.get_args(hint))
-        elif origin in (typing.Union, types.UnionType) or hint in (int, float):
-            parser.add_argument(
+            env[field.name] = _parse_bool
+        elif origin is typing.Literal:
+            choices = [str(c) for c in typing.get_args(hint)]
+            group.add_argument(
+                option, dest=field.name, default=field.default, choices=choices, help=help_text
+            )
+            env[field.name] = _choice(choices)
+        else:
+            convert = _value_parser(field.name, hint)
+            optional = origin in (typing.Union, types.UnionType)
+            group.add_argument(
                 option,
                 dest=field.name,
-                type=_parse_value(field.name, hint),
+                type=convert if (optional or hint in (int, float)) else str,
                 default=field.default,
-                metavar=field.name.upper(),
+                metavar=_metavar(field.name, hint),
                 help=help_text,
             )
+            env[field.name] = convert
+    return parser, env
+
+
+def _metavar(name: str, hint: Any) -> str:
+    args = typing.get_args(hint) or (hint,)
+    if name == "uds":
+        return "PATH"
+    if float in args:
+        return "SECONDS"
+    if int in args:
+        return "BYTES" if name.endswith("_size") else "N"
+    return name.upper()
+
+
+def environment_defaults(
+    converters: Mapping[str, Converter], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Option values from ``ASERVE_*`` variables; UsageError names the bad one."""
+    values: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
             continue
-        parser.add_argument(
-            option, dest=field.name, default=field.default, choices=choices, help=help_text
-        )
-    return parser
+        dest = name[len(ENV_PREFIX) :].lower()
+        convert = converters.get(dest)
+        if convert is None:
+            print(f"aserve: warning: ignoring unknown setting {name}", file=sys.stderr)
+            continue
+        try:
+            values[dest] = convert(text)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    return values
 
 
-def load_target(target: str) -> Handler:
-    """Import `module:attribute` (attribute may be dotted)."""
+# --------------------------------------------------------------------------- the target
+
+
+def load_target(target: str, *, app_dir: str = ".", factory: bool = False) -> Any:
+    """Import ``module:attribute`` (the attribute may be dotted); with `factory`
+    or a trailing ``()``, call it and return what it returns."""
+    if _TARGET_RE.fullmatch(target) is None:
+        raise ConfigError(f"TARGET must look like module:attribute, not {target!r}")
     module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"target must look like module:attribute, not {target!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
+    if attribute.endswith("()"):
+        attribute = attribute[:-2]
+        factory = True
+    folder = os.path.abspath(app_dir)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--app-dir {app_dir!r} is not a directory")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise ConfigError(
+                f"cannot import {module_name!r}: no module named {exc.name!r} "
+                f"(looked in {folder} and the import path)"
+            ) from None
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
     obj: Any = module
@@ -132,41 +345,161 @@ def load_target(target: str) -> Handler:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not callable(obj):
-        raise ConfigError(f"{target} is not callable, so it cannot handle requests")
-    return typing.cast(Handler, obj)
+            raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        if not callable(obj):
+            raise ConfigError(f"{target} is not callable, so it cannot be a factory")
+        obj = obj()
+        if inspect.isawaitable(obj):
+            if inspect.iscoroutine(obj):
+                obj.close()
+            raise ConfigError(f"{target} returned an awaitable; a factory must be a plain function")
+    return obj
 
 
-async def welcome(request: Request) -> Response:
-    """What `aserve` serves without a target: a page that says it works."""
-    return HTMLResponse(
-        "<!doctype html><title>aserve</title>"
-        f"<h1>aserve {__version__} is running</h1>"
-        "<p>Serve your own handler with <code>aserve module:attribute</code>; "
-        "see <code>aserve --help</code>.</p>"
-    )
+def as_handler(obj: Any, interface: str = "auto", lifespan: str = "auto") -> tuple[Handler, str]:
+    """`obj` as an aserve handler, and the interface it speaks."""
+    try:
+        adapters = importlib.import_module("aserve.asgi")
+    except ModuleNotFoundError as exc:
+        if exc.name != "aserve.asgi":
+            raise
+        # This build has no ASGI/WSGI adapters: every target is taken as a
+        # native aserve handler, and forcing another interface is an error.
+        if interface not in ("auto", "native"):
+            raise ConfigError(
+                f"--interface {interface}: this aserve has no adapter for it"
+            ) from None
+        if not callable(obj):
+            raise ConfigError(f"{obj!r} is not callable, so it cannot handle requests") from None
+        return typing.cast(Handler, obj), "native"
+    if interface == "auto":
+        kind = adapters.detect_interface(obj)
+    elif interface == "asgi":
+        try:
+            kind = adapters.detect_interface(obj)
+        except ConfigError:
+            kind = "asgi3"
+        if kind not in ("asgi2", "asgi3"):
+            kind = "asgi3"
+    else:
+        kind = interface
+    try:
+        handler = adapters.wrap(obj, interface=kind, lifespan=lifespan)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("aserve."):
+            raise
+        raise ConfigError(f"this aserve has no adapter for a {kind} app") from None
+    return typing.cast(Handler, handler), str(kind)
+
+
+def _directory_handler(directory: str) -> tuple[Handler, str]:
+    from .static import StaticFiles
+
+    static = StaticFiles(directory, listing=True)
+    return static, f"directory {static.directory}"
+
+
+# --------------------------------------------------------------------------- running
+
+
+def address(server: Server) -> str:
+    """Where `server` listens, as a URL (``http+unix://PATH`` for a Unix socket)."""
+    for sock in server.sockets:
+        name = sock.getsockname()
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            path = name.decode() if isinstance(name, bytes) else name
+            return f"http+unix://{path}"
+        host, port = name[0], name[1]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+    return "(no socket)"  # pragma: no cover - start() always binds one
+
+
+class StartError(Exception):
+    """The server could not start listening; the message is the one line to show."""
+
+
+async def serve(handler: Handler, config: Config, what: str) -> None:
+    """Start, print the start line, serve until SIGINT/SIGTERM (a second forces)."""
+    server = Server(handler, config)
+    try:
+        await server.start()
+    except ListenError as exc:
+        raise StartError(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            logger.info("shutting down (press Ctrl+C again to force)")
+            loop.create_task(server.shutdown())
+        else:
+            server.force_close()
+
+    installed = []
+    if sys.platform != "win32":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        # Printed once the socket listens and the signals are ours: whoever
+        # reads this line may connect, or send SIGINT, at once.
+        print(
+            f"aserve {__version__} serving {what} on {address(server)} (press Ctrl+C to quit)",
+            flush=True,
+        )
+        await server.serve_forever()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"aserve: error: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    parser, converters = build_parser()
     try:
-        config = Config.build(**options)
-        handler = load_target(args.target) if args.target else welcome
-    except ConfigError as exc:
-        parser.exit(2, f"aserve: error: {exc}\n")
+        parser.set_defaults(**environment_defaults(converters, os.environ))
+    except UsageError as exc:
+        return _fail(str(exc))
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from .server import run
-
-    what = args.target or "a welcome page"
-    print(
-        f"aserve {__version__} serving {what} on http://{config.host}:{config.port} "
-        "(press Ctrl+C to quit)",
-        flush=True,
-    )
-    run(handler, config)
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    try:
+        config = Config.build(**options)
+        loop_factory = new_event_loop_factory(config.loop)
+        if args.target:
+            obj = load_target(args.target, app_dir=args.app_dir, factory=args.factory)
+            handler, kind = as_handler(obj, args.interface, args.lifespan)
+            what = f"{args.target} ({kind})"
+        else:
+            handler, what = _directory_handler(args.directory)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # The application's own code failed while being imported or built:
+        # its traceback is what the user needs.
+        traceback.print_exc()
+        return _fail(f"loading {args.target} failed: {type(exc).__name__}: {exc}", 1)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(handler, config, what))
+    except StartError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:  # pragma: no cover - only where signal handlers are missing
+        return 0
+    except Exception as exc:
+        logger.critical("server failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return _fail(f"server failed: {type(exc).__name__}: {exc}", 1)
     return 0

@@ -8,7 +8,6 @@ import asyncio
 import gzip
 import os
 import re
-import sys
 from collections.abc import AsyncIterator, Iterable
 from email.utils import formatdate
 from pathlib import Path
@@ -146,6 +145,53 @@ async def test_mounted_path_comes_from_path_params(
         reply = await fetch(server.port, connect, "/static/whatever")
     assert reply.status == status
     assert SECRET not in reply.body
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "body"),
+    [
+        ("/static/hello.txt", 200, b"Hello, static!\n"),
+        ("/static/sub/nested.txt", 200, b"nested"),
+        ("/st%61tic/hello.txt", 200, b"Hello, static!\n"),
+        ("/static/sub/", 200, b"<p>index</p>"),
+        ("/static/%2e%2e/secret.txt", 404, None),
+        ("/static/../secret.txt", 404, None),
+        ("/static%2fhello.txt", 404, None),
+        ("/hello.txt", 404, None),
+    ],
+)
+async def test_mounted_on_an_app(
+    tree: Path,
+    serve: ServeFactory,
+    connect: ConnectFactory,
+    target: str,
+    status: int,
+    body: bytes | None,
+) -> None:
+    app = aserve.App()
+    app.mount("/static", aserve.StaticFiles(tree, listing=True))
+    async with serve(app) as server:
+        reply = await fetch(server.port, connect, target)
+    assert reply.status == status
+    if body is not None:
+        assert reply.body == body
+    assert SECRET not in reply.body
+
+
+async def test_mount_redirects_and_lists_with_the_prefix(
+    tree: Path, serve: ServeFactory, connect: ConnectFactory
+) -> None:
+    app = aserve.App()
+    app.mount("/files", aserve.StaticFiles(tree, listing=True))
+    async with serve(app) as server:
+        reply = await fetch(server.port, connect, "/files")
+        assert (reply.status, reply.header("location")) == (301, "/files/")
+        reply = await fetch(server.port, connect, "/files/sub")
+        assert (reply.status, reply.header("location")) == (301, "/files/sub/")
+        reply = await fetch(server.port, connect, "/files/")
+        assert reply.status == 200
+        assert "Index of /files/" in reply.body.decode()
+        assert '<a href="hello.txt">' in reply.body.decode()
 
 
 async def test_symlinks_inside_the_root_are_followed(port: int, connect: ConnectFactory) -> None:
@@ -538,13 +584,21 @@ async def test_precompressed_variants_have_their_own_etag(
 # --------------------------------------------------------------------------- misbehaving files
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or os.geteuid() == 0, reason="root reads unreadable files"
-)
-async def test_unreadable_file_is_403(tree: Path, port: int, connect: ConnectFactory) -> None:
-    (tree / "hello.txt").chmod(0)
+async def test_unreadable_file_is_403(
+    tree: Path, port: int, connect: ConnectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse(path: str, *args: int, **kwargs: int) -> int:
+        if str(path).endswith("hello.txt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    # chmod 0 would do outside root; refusing in os.open works for everyone.
+    monkeypatch.setattr("aserve.static.os.open", refuse)
     reply = await fetch(port, connect, "/hello.txt")
     assert reply.status == 403
+    assert SECRET not in reply.body
 
 
 async def test_file_shrinking_mid_response_closes_the_connection(
@@ -575,17 +629,17 @@ async def test_file_deleted_after_lookup_is_404(
     tree: Path, serve: ServeFactory, connect: ConnectFactory
 ) -> None:
     static = aserve.StaticFiles(tree)
-    real_stat = os.stat
+    real_lstat = os.lstat
 
-    def stat_then_delete(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        result = real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+    def lstat_then_delete(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        result = real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
         if str(path).endswith("hello.txt"):
             os.unlink(str(path))
         return result
 
     async with serve(static) as server:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("aserve.static.os.stat", stat_then_delete)
+            patch.setattr("aserve.static.os.lstat", lstat_then_delete)
             reply = await fetch(server.port, connect, "/hello.txt")
     assert reply.status == 404
 
