@@ -35,7 +35,6 @@ import inspect
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import traceback
@@ -45,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from . import server as server_module
 from .config import Config, config_fields
 from .errors import ConfigError, ListenError
 from .exchange import Handler
@@ -422,40 +422,20 @@ class StartError(Exception):
 
 
 async def serve(handler: Handler, config: Config, what: str) -> None:
-    """Start, print the start line, serve until SIGINT/SIGTERM (a second forces)."""
-    server = Server(handler, config)
-    try:
-        await server.start()
-    except ListenError as exc:
-        raise StartError(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
-    loop = asyncio.get_running_loop()
-    signals = 0
+    """Serve until SIGINT/SIGTERM (a second forces), printing the start line
+    once the socket listens and the signals are ours: whoever reads that line
+    may connect, or send SIGINT, at once."""
 
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            logger.info("shutting down (press Ctrl+C again to force)")
-            loop.create_task(server.shutdown())
-        else:
-            server.force_close()
-
-    installed = []
-    if sys.platform != "win32":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-    try:
-        # Printed once the socket listens and the signals are ours: whoever
-        # reads this line may connect, or send SIGINT, at once.
+    def started(server: Server) -> None:
         print(
             f"aserve {__version__} serving {what} on {address(server)} (press Ctrl+C to quit)",
             flush=True,
         )
-        await server.serve_forever()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+
+    try:
+        await server_module.serve(handler, config, started)
+    except ListenError as exc:
+        raise StartError(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
 
 
 def _fail(message: str, status: int = 2) -> int:

@@ -321,19 +321,31 @@ def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]
     return asyncio.new_event_loop
 
 
-def run(handler: Handler, config: Config | None = None, **options: Any) -> None:
+def run(
+    handler: Handler,
+    config: Config | None = None,
+    *,
+    on_started: Callable[[Server], None] | None = None,
+    **options: Any,
+) -> None:
     """Serve `handler` until SIGINT or SIGTERM; the first shuts down gracefully,
-    the second at once. Blocks; picks the event loop from `config.loop`."""
+    the second at once. Blocks; picks the event loop from `config.loop`.
+
+    `on_started(server)` is called once the socket listens and the signal
+    handlers are in place (the command line prints its start line there)."""
     if config is None:
         config = Config.build(**options)
     elif options:
         config = config.replace(**options)
     factory = new_event_loop_factory(config.loop)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(handler, config))
+        runner.run(serve(handler, config, on_started))
 
 
-async def _serve(handler: Handler, config: Config) -> None:
+async def serve(
+    handler: Handler, config: Config, on_started: Callable[[Server], None] | None = None
+) -> None:
+    """`run()` inside a running loop: start, handle SIGINT/SIGTERM, serve until stopped."""
     server = Server(handler, config)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -354,6 +366,8 @@ async def _serve(handler: Handler, config: Config) -> None:
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
     try:
+        if on_started is not None:
+            on_started(server)
         await server.serve_forever()
     finally:
         for sig in installed:
