@@ -1,0 +1,1 @@
+"""Real applications, one per framework, that the adapter tests serve over a socket."""

@@ -1,0 +1,1 @@
+"""A minimal Django project: settings, URLs and views in three small modules."""
