@@ -222,12 +222,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         choices=lifespans,
         help="run an ASGI app's lifespan start-up and shutdown (default: %(default)s)",
     )
+    app.add_argument(
+        "--threads",
+        default=None,
+        type=_threads,
+        metavar="N",
+        help="worker threads for a WSGI app (default: 10)",
+    )
     env.update(
         directory=str,
         app_dir=str,
         factory=_parse_bool,
         interface=_choice(interfaces),
         lifespan=_choice(lifespans),
+        threads=_threads,
     )
 
     groups = {
@@ -357,40 +365,35 @@ def load_target(target: str, *, app_dir: str = ".", factory: bool = False) -> An
     return obj
 
 
-def as_handler(obj: Any, interface: str = "auto", lifespan: str = "auto") -> tuple[Handler, str]:
-    """`obj` as an aserve handler, and the interface it speaks."""
+def _threads(text: str) -> int:
     try:
-        adapters = importlib.import_module("aserve.asgi")
-    except ModuleNotFoundError as exc:
-        if exc.name != "aserve.asgi":
-            raise
-        # This build has no ASGI/WSGI adapters: every target is taken as a
-        # native aserve handler, and forcing another interface is an error.
-        if interface not in ("auto", "native"):
-            raise ConfigError(
-                f"--interface {interface}: this aserve has no adapter for it"
-            ) from None
-        if not callable(obj):
-            raise ConfigError(f"{obj!r} is not callable, so it cannot handle requests") from None
-        return typing.cast(Handler, obj), "native"
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1024, not {value}")
+    return value
+
+
+def as_handler(
+    obj: Any, interface: str = "auto", lifespan: str = "auto", threads: int | None = None
+) -> tuple[Handler, str]:
+    """`obj` as an aserve handler, and the interface it speaks."""
+    from . import asgi
+
     if interface == "auto":
-        kind = adapters.detect_interface(obj)
+        kind: str = asgi.detect_interface(obj)
     elif interface == "asgi":
         try:
-            kind = adapters.detect_interface(obj)
+            kind = asgi.detect_interface(obj)
         except ConfigError:
             kind = "asgi3"
         if kind not in ("asgi2", "asgi3"):
             kind = "asgi3"
     else:
         kind = interface
-    try:
-        handler = adapters.wrap(obj, interface=kind, lifespan=lifespan)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("aserve."):
-            raise
-        raise ConfigError(f"this aserve has no adapter for a {kind} app") from None
-    return typing.cast(Handler, handler), str(kind)
+    handler = asgi.wrap(obj, interface=kind, lifespan=lifespan, threads=threads)  # type: ignore[arg-type]
+    return typing.cast(Handler, handler), kind
 
 
 def _directory_handler(directory: str) -> tuple[Handler, str]:
@@ -459,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop_factory = new_event_loop_factory(config.loop)
         if args.target:
             obj = load_target(args.target, app_dir=args.app_dir, factory=args.factory)
-            handler, kind = as_handler(obj, args.interface, args.lifespan)
+            handler, kind = as_handler(obj, args.interface, args.lifespan, args.threads)
             what = f"{args.target} ({kind})"
         else:
             handler, what = _directory_handler(args.directory)

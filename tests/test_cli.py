@@ -328,6 +328,8 @@ BAD: list[tuple[list[str], dict[str, str], str]] = [
     (["myapp:not_callable"], {}, "not callable"),
     (["myapp:not_callable", "--factory"], {}, "not callable, so it cannot be a factory"),
     (["myapp:hello", "--app-dir", "/nonexistent"], {}, "--app-dir '/nonexistent' is not a dir"),
+    (["--threads", "0"], {}, "must be between 1 and 1024, not 0"),
+    ([], {"ASERVE_THREADS": "many"}, "ASERVE_THREADS: expected a whole number, got 'many'"),
 ]
 
 
