@@ -110,8 +110,6 @@ _BAD_VALUE_RE: Final = re.compile(rb"[\x00\r\n]")
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _DISCONNECT: Final = {"type": "http.disconnect"}
-_POLL_FIRST_S: Final = 0.05
-_POLL_MAX_S: Final = 1.0
 
 # What the driver reports when the app stops running for the moment.
 _DONE, _PAUSED, _INTERRUPTED, _SUSPENDED = range(4)
@@ -330,11 +328,7 @@ class _Run:
             wake.set_result(_INTERRUPT)
 
     def request_gone(self) -> bool:
-        if self.disconnected:
-            return True
-        # `Request.is_disconnected()` is async; a timer callback needs the plain flag.
-        peer = self.request._peer
-        return peer is not None and peer.disconnected
+        return self.disconnected or self.request.disconnected
 
     def lost(self) -> None:
         """The client is gone: wake whoever waits for it, fail a parked send."""
@@ -369,19 +363,15 @@ class _Run:
         waiter = self.disconnect_waiter
         if waiter is None or waiter.done():
             waiter = self.disconnect_waiter = self.loop.create_future()
-            self.loop.call_later(_POLL_FIRST_S, self._poll, waiter, _POLL_FIRST_S)
+            self.request.on_disconnect(self._wake_disconnect_waiter)
         await waiter
         self.disconnected = True
         return dict(_DISCONNECT)
 
-    def _poll(self, waiter: asyncio.Future[None], interval: float) -> None:
-        if waiter.done():
-            return
-        if self.request_gone() or self.complete:
+    def _wake_disconnect_waiter(self) -> None:
+        waiter = self.disconnect_waiter
+        if waiter is not None and not waiter.done():
             waiter.set_result(None)
-            return
-        interval = min(interval * 2, _POLL_MAX_S)
-        self.loop.call_later(interval, self._poll, waiter, interval)
 
     # -- send -------------------------------------------------------------
 
@@ -428,6 +418,7 @@ class _Run:
             # only while the driver waits, i.e. when another task sends this.)
             self.body = chunk
             self.complete = True
+            self._wake_disconnect_waiter()  # as the spec has it: the exchange is over
             if self.wake is not None:
                 self._interrupt()
             return
@@ -436,6 +427,7 @@ class _Run:
         self.more = more
         if not more:
             self.complete = True
+            self._wake_disconnect_waiter()
         if asyncio.current_task(self.loop) is self.task:
             self.chunk = chunk
             await _pause
@@ -626,7 +618,7 @@ class ASGIHandler:
             "root_path": root_path,
             "headers": request.headers.raw,
             "client": request.client,
-            "server": None,
+            "server": request.server,
             "state": self.state.copy(),
             "extensions": _EXTENSIONS,
         }

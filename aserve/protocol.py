@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
@@ -81,6 +82,7 @@ class HTTPProtocol(asyncio.Protocol):
         "_discard_from",
         "_pending",
         "_eof",
+        "_disconnect_callbacks",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -106,6 +108,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._discard_from = 0
         self._pending = False
         self._eof = False
+        self._disconnect_callbacks: list[Callable[[], object]] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -142,6 +145,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self._eof = True
+        self._fire_disconnect()
         if self._phase == CLOSING:
             return False
         self._conn.receive(b"")
@@ -152,6 +156,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._fire_disconnect()
         state = self._state
         state.connections.discard(self)
         state.rejected.discard(self)
@@ -302,7 +307,34 @@ class HTTPProtocol(asyncio.Protocol):
 
     @property
     def disconnected(self) -> bool:
-        return self._lost
+        # A client that closed its sending side is taken as gone, as most
+        # servers do: it may still read the answer, which is still written.
+        return self._lost or self._eof
+
+    @property
+    def server_address(self) -> tuple[str, int] | None:
+        if self._transport is None:
+            return None
+        name = self._transport.get_extra_info("sockname")
+        if isinstance(name, tuple) and len(name) >= 2:
+            return (str(name[0]), int(name[1]))
+        return None
+
+    def on_disconnect(self, callback: Callable[[], object]) -> None:
+        if self._lost or self._eof:
+            callback()
+        elif self._disconnect_callbacks is None:
+            self._disconnect_callbacks = [callback]
+        else:
+            self._disconnect_callbacks.append(callback)
+
+    def _fire_disconnect(self) -> None:
+        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception as exc:  # a broken callback must not break the connection
+                error_log.error("disconnect callback failed", exc_info=exc)
 
     def write(self, data: bytes) -> None:
         if data and not self._lost and self._transport is not None:

@@ -20,7 +20,7 @@ body stream; `Request` objects can be built in tests from bytes alone.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
@@ -39,6 +39,9 @@ class Peer(Protocol):
 
     @property
     def disconnected(self) -> bool: ...
+    @property
+    def server_address(self) -> tuple[str, int] | None: ...
+    def on_disconnect(self, callback: Callable[[], object]) -> None: ...
 
 
 class Request:
@@ -252,8 +255,23 @@ class Request:
         return self._form
 
     async def is_disconnected(self) -> bool:
-        """True once the client has gone away."""
+        """True once the client has gone away (or closed its sending side)."""
         return self._peer is not None and self._peer.disconnected
+
+    @property
+    def disconnected(self) -> bool:
+        """`is_disconnected()` for code that cannot await (callbacks, threads)."""
+        return self._peer is not None and self._peer.disconnected
+
+    def on_disconnect(self, callback: Callable[[], object]) -> None:
+        """Call `callback()` once when the client goes away (at once if it has)."""
+        if self._peer is not None:
+            self._peer.on_disconnect(callback)
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The local (host, port) the request arrived on; None on a Unix socket."""
+        return self._peer.server_address if self._peer is not None else None
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._target.decode('latin-1')!r}>"

@@ -529,7 +529,11 @@ class WSGIHandler:
                 environ[key] = value
             else:
                 environ[key] = previous + ("; " if key == "HTTP_COOKIE" else ",") + value
-        server_name, server_port = _split_host(host, request.scheme)
+        server = request.server
+        if server is not None:
+            server_name, server_port = server[0], str(server[1])
+        else:  # a Unix socket: the Host header is all there is
+            server_name, server_port = _split_host(host, request.scheme)
         environ["SERVER_NAME"] = server_name
         environ["SERVER_PORT"] = server_port
         return environ

@@ -229,3 +229,30 @@ async def test_request_sent_while_the_previous_one_is_busy_is_served_next() -> N
         await writer.wait_closed()
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert data.endswith(b"/next")
+
+
+async def test_disconnect_callbacks_fire_once_and_server_address_is_known() -> None:
+    seen: dict[str, object] = {}
+    entered = asyncio.Event()
+    gone = asyncio.Event()
+
+    async def handler(request: aserve.Request) -> aserve.Response:
+        seen["server"] = request.server
+        seen["before"] = request.disconnected
+        request.on_disconnect(gone.set)
+        entered.set()
+        await gone.wait()
+        seen["after"] = request.disconnected
+        return aserve.PlainTextResponse("late")
+
+    async with aserve.Server(handler, port=0) as server:
+        port = server.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        async with asyncio.timeout(5):
+            await entered.wait()
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(5):
+            await gone.wait()
+    assert seen == {"server": ("127.0.0.1", port), "before": False, "after": True}
