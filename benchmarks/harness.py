@@ -286,7 +286,10 @@ class RunningServer:
             body = response.read()
             ctype = response.getheader("content-type", "")
         except (OSError, http.client.HTTPException) as exc:
-            raise ServerError(f"GET / failed: {exc!r}") from exc
+            tail = self.log_tail(4)
+            raise ServerError(
+                f"GET / failed: {exc!r}" + (f"; server log: {tail}" if tail else "")
+            ) from exc
         finally:
             conn.close()
         if response.status != 200 or body != EXPECTED_BODY:
@@ -340,6 +343,67 @@ def socket_count(pid: int) -> int:
         except OSError:
             pass
     return count
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times(exclude: set[int]) -> dict[tuple[int, int], float]:
+    """CPU seconds (user + system) of every process but ``exclude``, keyed by (pid, start)."""
+    times = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        times[(int(entry), int(fields[19]))] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return times
+
+
+class OtherLoad:
+    """CPU used by processes other than the server, wrk and us while a run lasts.
+
+    Pinning keeps the server and wrk apart, but anything else on the machine
+    still competes with them; this says how much of it there was, as a fraction
+    of one CPU. Processes that start and end within the run are not seen.
+    """
+
+    def __init__(self, *exclude: int) -> None:
+        self.exclude = {os.getpid(), *exclude}
+        self.before = _cpu_times(self.exclude)
+        self.started = time.monotonic()
+
+    def fraction(self) -> float:
+        after = _cpu_times(self.exclude)
+        wall = time.monotonic() - self.started
+        used = sum(t - self.before.get(key, 0.0) for key, t in after.items())
+        return max(0.0, used / wall) if wall > 0 else 0.0
+
+
+def calibration_ms(cpu: int | None, loops: int = 1_000_000) -> float:
+    """Milliseconds a fixed pure-Python loop takes on ``cpu`` (the best of three).
+
+    A vCPU on a shared host can run slower for a while with nothing inside the
+    machine to show for it; timing the same loop before and after each run
+    shows it. Lower is faster.
+    """
+    before = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            total = 0
+            for i in range(loops):
+                total += i
+            best = min(best, time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, before)
+    return best * 1000
 
 
 def write_json(prefix: str, payload: object) -> Path:

@@ -2,9 +2,10 @@
 
 For each server in turn: start it pinned to one CPU, wait for its port, check
 one reply, warm it up, run ``wrk -t1 -c<C> -d<D>s --latency`` pinned to another
-CPU, read requests/s and p99 latency, stop it. Prints a table with ratios
-against ``uvicorn-h11`` and ``bare-h11`` and writes it as JSON to
-``benchmarks/results/``. See benchmarks/README.md.
+CPU, read requests/s and p99 latency, stop it. With ``--repeat N`` that is done
+in N rounds over all servers and each server's median run is kept. Prints a
+table with ratios against ``uvicorn-h11`` and ``bare-h11`` and writes it as
+JSON to ``benchmarks/results/``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 
 import harness
 
-REFERENCES = ("uvicorn-h11", "bare-h11")
+#: Other processes using more than this fraction of a CPU during a run get a warning.
+BUSY_THRESHOLD = 0.1
+#: A spread of calibration times above this (max/min - 1) gets a warning.
+SPEED_THRESHOLD = 0.15
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -34,6 +38,10 @@ class WrkRun:
     requests: int
     socket_errors: dict[str, int] = field(default_factory=dict)
     non_2xx: int = 0
+    #: CPU used by other processes during the run, as a fraction of one CPU.
+    other_load: float = 0.0
+    #: harness.calibration_ms() on the server's CPU, mean of before and after the run.
+    calibration_ms: float = 0.0
 
 
 class WrkError(Exception):
@@ -116,52 +124,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (1)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="S",
+        help="before each run, wait up to S seconds for other processes to go quiet (0: off)",
+    )
     parser.add_argument("--no-json", action="store_true", help="do not write results JSON")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
-        parser.error("--repeat, --duration and --connections must be positive")
+        parser.error("--repeat, --duration and --connections must be positive, --warmup >= 0")
     return args
 
 
-def bench_one(spec: harness.ServerSpec, args: argparse.Namespace, python: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"name": spec.name, "description": spec.description}
-    available = harness.check_available(spec, python)
-    result["versions"] = available.versions
-    if not available.ok:
-        result.update(status="skipped", reason=available.reason)
-        return result
+def measure_once(spec: harness.ServerSpec, args: argparse.Namespace, python: str) -> WrkRun:
+    """Start the server, check it, warm it up, run wrk once, stop it."""
     server_cpu = None if args.no_pin else args.server_cpu
     client_cpu = None if args.no_pin else args.client_cpu
-    try:
-        with harness.RunningServer(spec, python, cpu=server_cpu) as server:
-            server.wait_ready()
-            server.check_reply()
-            if args.warmup:
-                wrk(server.port, args.connections, args.warmup, client_cpu)
-            runs: list[WrkRun] = []
-            for i in range(args.repeat):
-                run = wrk(server.port, args.connections, args.duration, client_cpu)
-                runs.append(run)
-                log(
-                    f"  run {i + 1}/{args.repeat}: {run.requests_per_sec:,.0f} req/s, "
-                    f"p99 {run.p99_ms:.2f} ms"
-                )
-            if server.proc.poll() is not None:
-                raise harness.ServerError(f"died during the run: {server.log_tail()}")
-    except (harness.ServerError, WrkError) as exc:
-        result.update(status="failed", reason=str(exc))
-        return result
+    with harness.RunningServer(spec, python, cpu=server_cpu) as server:
+        server.wait_ready()
+        server.check_reply()
+        if args.warmup:
+            wrk(server.port, args.connections, args.warmup, client_cpu)
+        if args.wait_idle:
+            wait_idle(server.pid, args.wait_idle)
+        speed_before = harness.calibration_ms(server_cpu)
+        load = harness.OtherLoad(server.pid)
+        run = wrk(server.port, args.connections, args.duration, client_cpu)
+        run.other_load = round(load.fraction(), 3)
+        run.calibration_ms = round((speed_before + harness.calibration_ms(server_cpu)) / 2, 1)
+        if server.proc.poll() is not None:
+            raise harness.ServerError(f"died during the run: {server.log_tail()}")
+    return run
+
+
+def summarize(result: dict[str, Any], runs: list[WrkRun]) -> None:
+    """Fill a server's result from its runs: the median run, and warnings."""
     best = median_run(runs)
     result.update(
-        status="ok",
         requests_per_sec=best.requests_per_sec,
         p99_ms=best.p99_ms,
         runs=[asdict(r) for r in runs],
     )
+    warnings = []
     errors = sum(best.socket_errors.values()) + best.non_2xx
     if errors:
-        result["warning"] = f"{errors} socket errors or non-2xx responses"
-    return result
+        warnings.append(f"{errors} socket errors or non-2xx responses")
+    busiest = max(r.other_load for r in runs)
+    if busiest > BUSY_THRESHOLD:
+        warnings.append(
+            f"other processes used up to {busiest:.0%} of a CPU during a run; figures are noisy"
+        )
+    if warnings:
+        result["warning"] = "; ".join(warnings)
+
+
+def wait_idle(server_pid: int, most: float) -> None:
+    """Wait up to ``most`` seconds for one second in which other processes stay quiet."""
+    deadline = time.monotonic() + most
+    while True:
+        load = harness.OtherLoad(server_pid)
+        time.sleep(1.0)
+        busy = load.fraction()
+        if busy <= BUSY_THRESHOLD:
+            return
+        if time.monotonic() >= deadline:
+            log(f"  machine still busy ({busy:.0%} of a CPU), measuring anyway")
+            return
 
 
 def log(message: str) -> None:
@@ -195,14 +225,47 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeat}, warm-up {args.warmup} s; pinning: {pinning}"
     )
 
-    results = []
+    results: list[dict[str, Any]] = []
     for spec in specs:
-        log(f"{spec.name} ...")
-        result = bench_one(spec, args, python)
-        if result["status"] != "ok":
-            log(f"  {result['status']}: {result['reason']}")
+        available = harness.check_available(spec, python)
+        result: dict[str, Any] = {
+            "name": spec.name,
+            "description": spec.description,
+            "versions": available.versions,
+            "status": "ok" if available.ok else "skipped",
+        }
+        if not available.ok:
+            result["reason"] = available.reason
+            log(f"{spec.name}: skipped: {available.reason}")
         results.append(result)
-        time.sleep(1)  # let the previous server's sockets go
+
+    # Each round starts every server afresh, so slow spells of the machine are
+    # spread over all servers instead of falling on one.
+    runs: dict[str, list[WrkRun]] = {r["name"]: [] for r in results}
+    for round_no in range(1, args.repeat + 1):
+        for spec, result in zip(specs, results, strict=True):
+            if result["status"] != "ok":
+                continue
+            try:
+                run = measure_once(spec, args, python)
+            except (harness.ServerError, WrkError) as exc:
+                result.update(status="failed", reason=str(exc))
+                log(f"{spec.name}: failed: {exc}")
+                continue
+            finally:
+                time.sleep(1)  # let the previous server's sockets go
+            runs[spec.name].append(run)
+            log(
+                f"{spec.name} run {round_no}/{args.repeat}: {run.requests_per_sec:,.0f} req/s, "
+                f"p99 {run.p99_ms:.2f} ms, other load {run.other_load:.0%} of a CPU, "
+                f"calibration {run.calibration_ms:.0f} ms"
+            )
+    for result in results:
+        if result["status"] == "ok":
+            summarize(result, runs[result["name"]])
+
+    speeds = [r.calibration_ms for name_runs in runs.values() for r in name_runs]
+    speed_spread = max(speeds) / min(speeds) - 1 if speeds else 0.0
 
     rps = {r["name"]: r.get("requests_per_sec") for r in results}
     for r in results:
@@ -230,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['name']}: {r['status']}: {r['reason']}")
         elif "warning" in r:
             print(f"{r['name']}: warning: {r['warning']}")
+    if speed_spread > SPEED_THRESHOLD:
+        print(
+            f"warning: the calibration loop ran {speed_spread:.0%} slower at worst than at best "
+            "during this benchmark: the machine's CPU speed varied, figures are noisy "
+            "(compare runs with similar calibration, or use --repeat)"
+        )
 
     if not args.no_json:
         payload = {
@@ -241,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_s": args.warmup,
                 "repeat": args.repeat,
                 "statistic": "median run by requests/s",
+                "calibration_spread": round(speed_spread, 3),
                 "pinning": pinning,
             },
             "machine": {

@@ -8,11 +8,6 @@ from typing import Any
 import settings
 from aiohttp import web
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in benchmarks/requirements.txt
-    uvloop = None
-
 
 async def hello(request: web.Request) -> web.Response:
     return web.Response(text="Hello, World!")
@@ -21,7 +16,12 @@ async def hello(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application()
     app.router.add_get("/", hello)
-    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:  # uvloop is in benchmarks/requirements.txt
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
     options: dict[str, Any] = {}
     timeout = settings.keep_alive_timeout()
     if timeout is not None:

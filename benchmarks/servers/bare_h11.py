@@ -18,11 +18,6 @@ from typing import cast
 import h11
 import settings
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in benchmarks/requirements.txt
-    uvloop = None
-
 BODY = b"Hello, World!"
 _date = b""
 
@@ -108,10 +103,12 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    if uvloop is not None:
-        uvloop.run(serve(settings.port()))
-    else:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is in benchmarks/requirements.txt
         asyncio.run(serve(settings.port()))
+    else:
+        uvloop.run(serve(settings.port()))
 
 
 if __name__ == "__main__":
