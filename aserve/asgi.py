@@ -48,12 +48,11 @@ Errors, per the ASGI spec
 
 `receive()` gives ``http.request`` messages streamed from `request.stream()`
 (the engine's read backpressure applies: nothing is read ahead of the app),
-then, once the body is complete, waits for the client to go away and gives
-``http.disconnect``. The engine has no disconnect event for a request whose
-body is complete, so that wait polls `request.is_disconnected()` on one timer
-with a growing interval (50 ms to 1 s); it is woken at once when the engine
-closes a streamed body because the client left. `send()` after the client left
-raises `aserve.ClientDisconnected`, an `OSError`, as spec version 2.4 asks.
+then, once the body is complete, waits for the client to go away (the
+engine's `request.on_disconnect` callback; a client that closes its sending
+side counts, as with other servers) or for the response to be complete, and
+gives ``http.disconnect``. `send()` after the client left raises
+`aserve.ClientDisconnected`, an `OSError`, as spec version 2.4 asks.
 
 Extensions: ``http.response.pathsend`` (the file goes out with
 `os.sendfile` through `FileSegment`). Trailers are not offered: the engine
@@ -87,7 +86,7 @@ from typing import Any, Final, Literal
 
 from .errors import ClientDisconnected, ConfigError, HTTPException
 from .request import Request
-from .response import FileSegment, Response
+from .response import FileSegment, Response, StreamingResponse
 
 __all__ = ["ASGIHandler", "detect_interface", "wrap"]
 
@@ -167,30 +166,6 @@ def _check_headers(headers: Any) -> tuple[list[tuple[bytes, bytes]], bytes | Non
             length = b""
         raw.append((lower, value))
     return raw, length
-
-
-class _ASGIResponse(Response):
-    """A response in hand; `Response.__init__` is skipped: the head is already checked."""
-
-    __slots__ = ()
-
-    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status_code = status
-        self.raw_headers = raw_headers
-        self.body = body
-
-
-class _ASGIStreamingResponse(Response):
-    __slots__ = ("body_iterator",)
-    streaming = True
-
-    def __init__(
-        self, status: int, raw_headers: list[tuple[bytes, bytes]], body_iterator: _Body
-    ) -> None:
-        self.status_code = status
-        self.raw_headers = raw_headers
-        self.body = b""
-        self.body_iterator = body_iterator
 
 
 class _Run:
@@ -457,11 +432,11 @@ class _Run:
                         f"but {len(body)} body bytes"
                     )
             if outcome == _DONE:
-                return _ASGIResponse(status, headers, body)
+                return Response.from_parts(status, headers, body)
             # The app still has work to do after its response (background
             # tasks): finish it when the engine closes the body.
             self.phase = _STREAMING
-            return _ASGIStreamingResponse(status, headers, _Body(self, body))
+            return StreamingResponse.from_stream(status, headers, _Body(self, body))
         if not status:
             if self.done:
                 raise RuntimeError("ASGI app returned without sending a response")
@@ -469,7 +444,7 @@ class _Run:
         if self.done and not self.complete and self.chunk is None and self.slot is None:
             raise RuntimeError("ASGI app returned without completing its response")
         self.phase = _STREAMING
-        return _ASGIStreamingResponse(status, self.headers, _Body(self, None))
+        return StreamingResponse.from_stream(status, self.headers, _Body(self, None))
 
     async def finish(self) -> None:
         """Run what is left of the app after its response (or after the client left)."""

@@ -84,6 +84,17 @@ class Response:
                 raw.append((b"content-length", b"%d" % len(self.body)))
         self.raw_headers: RawHeaders = raw
 
+    @classmethod
+    def from_parts(cls, status: int, raw_headers: RawHeaders, body: bytes) -> Response:
+        """A response from parts already checked and complete (the ASGI and
+        WSGI adapters validate an app's headers themselves): no header checks,
+        no content-length added."""
+        response = cls.__new__(cls)
+        response.status_code = status
+        response.raw_headers = raw_headers
+        response.body = body
+        return response
+
     def render(self, content: Any) -> bytes:
         if content is None:
             return b""
@@ -246,6 +257,18 @@ class StreamingResponse(Response):
 
     __slots__ = ("body_iterator",)
     streaming = True
+
+    @classmethod
+    def from_stream(
+        cls, status: int, raw_headers: RawHeaders, body_iterator: AsyncIterator[Chunk]
+    ) -> StreamingResponse:
+        """A streamed response from checked parts (see `Response.from_parts`)."""
+        response = cls.__new__(cls)
+        response.status_code = status
+        response.raw_headers = raw_headers
+        response.body = b""
+        response.body_iterator = body_iterator
+        return response
 
     def __init__(
         self,

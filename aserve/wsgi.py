@@ -54,7 +54,7 @@ from urllib.parse import unquote_to_bytes
 from .errors import ClientDisconnected, ConfigError, HTTPException
 from .headers import encode_header
 from .request import Request
-from .response import Response
+from .response import Response, StreamingResponse
 
 __all__ = ["WSGIHandler"]
 
@@ -390,28 +390,6 @@ class _Prefetched:
             close()
 
 
-class _WSGIResponse(Response):
-    __slots__ = ()
-
-    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status_code = status
-        self.raw_headers = raw_headers
-        self.body = body
-
-
-class _WSGIStreamingResponse(Response):
-    __slots__ = ("body_iterator",)
-    streaming = True
-
-    def __init__(
-        self, status: int, raw_headers: list[tuple[bytes, bytes]], body_iterator: _Body
-    ) -> None:
-        self.status_code = status
-        self.raw_headers = raw_headers
-        self.body = b""
-        self.body_iterator = body_iterator
-
-
 class _Body:
     """A streamed WSGI body: each `__anext__` releases the worker for one more chunk."""
 
@@ -571,8 +549,8 @@ class WSGIHandler:
                 and not any(name == b"transfer-encoding" for name, _ in raw_headers)
             ):
                 raw_headers.append((b"content-length", b"%d" % len(data)))
-            return _WSGIResponse(status, raw_headers, data)
-        return _WSGIStreamingResponse(status, raw_headers, _Body(exchange, data))
+            return Response.from_parts(status, raw_headers, data)
+        return StreamingResponse.from_stream(status, raw_headers, _Body(exchange, data))
 
 
 def _split_host(host: str | None, scheme: str) -> tuple[str, str]:
