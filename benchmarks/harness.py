@@ -1,9 +1,10 @@
-"""What run.py and memory.py share: the list of servers and how to start, check and stop one.
+"""What run.py and memory.py share: how to start, check, measure and stop a server.
 
-Each server is a small module under ``benchmarks/servers/`` started as
-``PYTHON servers/MODULE.py PORT [ARG]`` in its own process group, optionally
-pinned to one CPU with ``taskset``. The project root is put on ``PYTHONPATH`` so
-that aserve runs from the source tree without being installed.
+Each server is a small module under ``benchmarks/servers/`` (listed in
+groups.py) started as ``PYTHON servers/MODULE.py PORT [ARG]`` in its own
+process group, optionally pinned to one CPU with ``taskset``. The project root
+is put on ``PYTHONPATH`` so that aserve runs from the source tree without being
+installed.
 """
 
 from __future__ import annotations
@@ -23,94 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from groups import Case, ServerSpec
+
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
 SERVERS_DIR = BENCH_DIR / "servers"
 RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
-EXPECTED_BODY = b"Hello, World!"
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """One server under test."""
-
-    name: str
-    module: str
-    description: str
-    #: Modules that must import for the server to run.
-    requires: tuple[str, ...]
-    #: Distributions whose versions are recorded with the results.
-    packages: tuple[str, ...]
-    args: tuple[str, ...] = ()
-    #: Extra Python that must run without error (e.g. an attribute check).
-    probe: str = ""
-
-    def argv(self, python: str, port: int) -> list[str]:
-        return [python, str(SERVERS_DIR / self.module), str(port), *self.args]
-
-
-SERVERS: tuple[ServerSpec, ...] = (
-    ServerSpec(
-        "aserve",
-        "aserve_hello.py",
-        "aserve.run() with a PlainTextResponse handler",
-        requires=("aserve", "h11"),
-        packages=("h11", "uvloop"),
-        probe="aserve.run; aserve.PlainTextResponse",
-    ),
-    ServerSpec(
-        "uvicorn-h11",
-        "uvicorn_hello.py",
-        "uvicorn --http h11, raw ASGI app",
-        requires=("uvicorn", "h11", "uvloop"),
-        packages=("uvicorn", "h11", "uvloop"),
-        args=("h11",),
-    ),
-    ServerSpec(
-        "uvicorn-httptools",
-        "uvicorn_hello.py",
-        "uvicorn --http httptools, raw ASGI app",
-        requires=("uvicorn", "httptools", "uvloop"),
-        packages=("uvicorn", "httptools", "uvloop"),
-        args=("httptools",),
-    ),
-    ServerSpec(
-        "hypercorn",
-        "hypercorn_hello.py",
-        "hypercorn, uvloop worker, raw ASGI app",
-        requires=("hypercorn",),
-        packages=("hypercorn", "h11", "uvloop"),
-    ),
-    ServerSpec(
-        "aiohttp",
-        "aiohttp_hello.py",
-        "aiohttp.web, one route",
-        requires=("aiohttp",),
-        packages=("aiohttp", "uvloop"),
-    ),
-    ServerSpec(
-        "bare-h11",
-        "bare_h11.py",
-        "asyncio.Protocol + h11, canned reply (the floor)",
-        requires=("h11",),
-        packages=("h11", "uvloop"),
-    ),
-)
-
-
-def select(only: str | None) -> list[ServerSpec]:
-    """The servers named in a comma-separated ``--only`` value, in table order."""
-    if not only:
-        return list(SERVERS)
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    known = {s.name for s in SERVERS}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise SystemExit(
-            f"unknown server(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
-    return [s for s in SERVERS if s.name in names]
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -234,7 +154,8 @@ class RunningServer:
         self.log = tempfile.NamedTemporaryFile(
             prefix=f"bench-{spec.name}-", suffix=".log", delete=False
         )
-        argv = [*taskset_prefix(cpu), *spec.argv(python, self.port)]
+        module = str(SERVERS_DIR / spec.module)
+        argv = [*taskset_prefix(cpu), python, module, str(self.port), *spec.args]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -277,25 +198,24 @@ class RunningServer:
                 time.sleep(0.05)
         raise ServerError(f"port {self.port} did not accept within {timeout:.0f} s")
 
-    def check_reply(self) -> None:
-        """One GET /: status 200, body ``Hello, World!``, content-type text/plain."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
+    def check_reply(self, case: Case) -> None:
+        """One ``GET case.path``, answered as ``case`` says (status 200, content-type, body)."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
         try:
-            conn.request("GET", "/")
+            conn.request("GET", case.path)
             response = conn.getresponse()
             body = response.read()
             ctype = response.getheader("content-type", "")
         except (OSError, http.client.HTTPException) as exc:
             tail = self.log_tail(4)
             raise ServerError(
-                f"GET / failed: {exc!r}" + (f"; server log: {tail}" if tail else "")
+                f"GET {case.path} failed: {exc!r}" + (f"; server log: {tail}" if tail else "")
             ) from exc
         finally:
             conn.close()
-        if response.status != 200 or body != EXPECTED_BODY:
-            raise ServerError(f"GET / answered {response.status} {body[:80]!r}")
-        if not ctype.startswith("text/plain"):
-            raise ServerError(f"GET / answered content-type {ctype!r}")
+        problem = case.problem(response.status, ctype, body)
+        if problem:
+            raise ServerError(f"GET {case.path} answered {problem}")
         if self.proc.poll() is not None:
             raise self._died()
 
@@ -348,23 +268,62 @@ def socket_count(pid: int) -> int:
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_times(exclude: set[int]) -> dict[tuple[int, int], float]:
-    """CPU seconds (user + system) of every process but ``exclude``, keyed by (pid, start)."""
-    times = {}
+def _proc_stats() -> dict[int, list[str]]:
+    """For every process: the fields of /proc/PID/stat after the command name.
+
+    Index 1 is the parent's PID, 11 and 12 utime and stime, 13 and 14 the same
+    for reaped children, 19 the start time (see proc(5); the indices are the
+    field numbers minus 3).
+    """
+    stats = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in exclude:
+        if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                stats[int(entry)] = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        times[(int(entry), int(fields[19]))] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    return times
+    return stats
+
+
+def _tree(root: int, stats: dict[int, list[str]]) -> set[int]:
+    tree = {root}
+    grew = True
+    while grew:
+        children = {pid for pid, fields in stats.items() if int(fields[1]) in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return tree & stats.keys()
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and its descendants, such as gunicorn's worker under its master."""
+    return _tree(root, _proc_stats()) | {root}
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its descendants.
+
+    All threads are counted (/proc/PID/stat sums them), and so are descendants
+    that have exited and been reaped (through their parent's cutime and cstime).
+    """
+    stats = _proc_stats()
+    ticks = sum(sum(int(stats[pid][i]) for i in (11, 12, 13, 14)) for pid in _tree(root, stats))
+    return ticks / _CLK_TCK
+
+
+def _cpu_times(exclude: set[int]) -> dict[tuple[int, int], float]:
+    """CPU seconds (user + system) of every process but ``exclude``, keyed by (pid, start)."""
+    return {
+        (pid, int(fields[19])): (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        for pid, fields in _proc_stats().items()
+        if pid not in exclude
+    }
 
 
 class OtherLoad:
-    """CPU used by processes other than the server, wrk and us while a run lasts.
+    """CPU used by processes other than ``exclude``, wrk and us while a run lasts.
 
     Pinning keeps the server and wrk apart, but anything else on the machine
     still competes with them; this says how much of it there was, as a fraction

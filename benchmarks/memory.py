@@ -1,12 +1,13 @@
 """Memory per idle keep-alive connection, for aserve and its peers.
 
-For each server: start it (idle keep-alive timeout raised so nothing is closed
-while we measure), warm it up with a few thousand keep-alive requests, let its
-RSS settle and read it; then open N connections (2,000 by default), send one
-GET on each and read each reply fully, keep them all open, let RSS settle
-again and read it. Reports (RSS after - RSS before) / N in bytes per
-connection, prints a table and writes it as JSON to ``benchmarks/results/``.
-The client is plain asyncio and needs no packages. See benchmarks/README.md.
+For each server of the ``hello`` group (see groups.py): start it (idle
+keep-alive timeout raised so nothing is closed while we measure), warm it up
+with a few thousand keep-alive requests, let its RSS settle and read it; then
+open N connections (2,000 by default), send one GET on each and read each
+reply fully, keep them all open, let RSS settle again and read it. Reports
+(RSS after - RSS before) / N in bytes per connection, prints a table and
+writes it as JSON to ``benchmarks/results/``. The client is plain asyncio and
+needs no packages. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import sys
 import time
 from typing import Any
 
+import groups
 import harness
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+#: The servers measured and the reply each must give.
+GROUP = groups.get("hello")
+CASE = GROUP.cases[0]
+
+REQUEST = f"GET {CASE.path} HTTP/1.1\r\nHost: {harness.HOST}\r\n\r\n".encode("ascii")
 #: Idle keep-alive timeout given to every server (KEEP_ALIVE_TIMEOUT), in seconds.
 HOLD_SECONDS = 600
 
@@ -32,22 +38,22 @@ class ClientError(Exception):
 
 
 async def read_reply(reader: asyncio.StreamReader) -> None:
-    """Read one response with a Content-Length body; check it is 200 Hello, World!."""
+    """Read one response with a Content-Length body; check it is the one CASE expects."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = lines[0].split(" ", 2)
-    if len(status) < 2 or status[1] != "200":
+    if len(status) < 2 or not status[1].isdigit():
         raise ClientError(f"unexpected status line {lines[0]!r}")
-    length = None
+    headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-    if length is None:
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" not in headers:
         raise ClientError("reply without Content-Length")
-    body = await reader.readexactly(length)
-    if body != harness.EXPECTED_BODY:
-        raise ClientError(f"unexpected body {body[:80]!r}")
+    body = await reader.readexactly(int(headers["content-length"]))
+    problem = CASE.problem(int(status[1]), headers.get("content-type", ""), body)
+    if problem:
+        raise ClientError(f"unexpected reply: {problem}")
 
 
 async def open_one(port: int, gate: asyncio.Semaphore) -> Connection:
@@ -132,7 +138,7 @@ async def measure(server: harness.RunningServer, args: argparse.Namespace) -> di
     }
 
 
-def measure_one(spec: harness.ServerSpec, args: argparse.Namespace, python: str) -> dict[str, Any]:
+def measure_one(spec: groups.ServerSpec, args: argparse.Namespace, python: str) -> dict[str, Any]:
     result: dict[str, Any] = {"name": spec.name, "description": spec.description}
     available = harness.check_available(spec, python)
     result["versions"] = available.versions
@@ -143,7 +149,7 @@ def measure_one(spec: harness.ServerSpec, args: argparse.Namespace, python: str)
     try:
         with harness.RunningServer(spec, python, env=env) as server:
             server.wait_ready()
-            server.check_reply()
+            server.check_reply(CASE)
             result.update(asyncio.run(measure(server, args)))
     except (harness.ServerError, ClientError, OSError) as exc:
         result.update(status="failed", reason=str(exc) or repr(exc))
@@ -194,7 +200,7 @@ def mib(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    specs = harness.select(args.only)
+    specs = [s for g in groups.select(GROUP.name, args.only) for s in g.servers]
     limit = harness.raise_nofile_limit()
     if limit < args.connections + 100:
         raise SystemExit(

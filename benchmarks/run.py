@@ -1,11 +1,14 @@
-"""Throughput benchmark: aserve against its peers and the bare-h11 floor, measured with wrk.
+"""Throughput and CPU cost per request: aserve against its peers, group by group, with wrk.
 
-For each server in turn: start it pinned to one CPU, wait for its port, check
-one reply, warm it up, run ``wrk -t1 -c<C> -d<D>s --latency`` pinned to another
-CPU, read requests/s and p99 latency, stop it. With ``--repeat N`` that is done
-in N rounds over all servers and each server's median run is kept. Prints a
-table with ratios against ``uvicorn-h11`` and ``bare-h11`` and writes it as
-JSON to ``benchmarks/results/``. See benchmarks/README.md.
+Each group (see groups.py) compares a few servers on the same request. For
+each server and request in turn: start the server pinned to one CPU, wait for
+its port, check one reply, warm it up, run ``wrk -t1 -c<C> -d<D>s --latency``
+pinned to another CPU, and read requests/s, p99 latency, transfer/s, and the
+CPU time the server's processes used per completed request; stop it. With
+``--repeat N`` that is done in N rounds over all of them and the medians are
+kept. Prints one table per group and request with ratios inside the group and
+the group's targets as pass/fail, and writes it all as JSON to
+``benchmarks/results/``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import groups
 import harness
+from groups import Case, Group, ServerSpec, Target
 
 #: Other processes using more than this fraction of a CPU during a run get a warning.
 BUSY_THRESHOLD = 0.1
@@ -29,6 +36,9 @@ BUSY_THRESHOLD = 0.1
 SPEED_THRESHOLD = 0.15
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+#: wrk prints sizes in binary units (its "MB" is 2**20 bytes).
+_UNITS_BYTES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+MIB = 2**20
 
 
 @dataclass
@@ -36,8 +46,14 @@ class WrkRun:
     requests_per_sec: float
     p99_ms: float
     requests: int
+    #: wrk's Transfer/sec (response heads and bodies), in bytes per second.
+    transfer_per_sec: float
     socket_errors: dict[str, int] = field(default_factory=dict)
     non_2xx: int = 0
+    #: CPU time (user + system) of the server's processes per completed request.
+    cpu_us_per_request: float = 0.0
+    #: The same CPU time as a fraction of the run's wall time (1.0: one CPU busy).
+    server_cpu: float = 0.0
     #: CPU used by other processes during the run, as a fraction of one CPU.
     other_load: float = 0.0
     #: harness.calibration_ms() on the server's CPU, mean of before and after the run.
@@ -49,16 +65,18 @@ class WrkError(Exception):
 
 
 def parse_wrk(output: str) -> WrkRun:
-    """Read requests/s, p99 latency and error counts from ``wrk --latency`` output."""
+    """Read requests/s, p99 latency, transfer/s and error counts from ``wrk --latency``."""
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\b", output, re.M)
     total = re.search(r"^\s*(\d+) requests in", output, re.M)
-    if not (rps and p99 and total):
+    transfer = re.search(r"^Transfer/sec:\s+([\d.]+)([KMGT]?)B\b", output, re.M)
+    if not (rps and p99 and total and transfer):
         raise WrkError("could not parse wrk output:\n" + output)
     run = WrkRun(
         requests_per_sec=float(rps.group(1)),
         p99_ms=float(p99.group(1)) * _UNITS_MS[p99.group(2)],
         requests=int(total.group(1)),
+        transfer_per_sec=float(transfer.group(1)) * _UNITS_BYTES[transfer.group(2)],
     )
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
@@ -72,7 +90,7 @@ def parse_wrk(output: str) -> WrkRun:
     return run
 
 
-def wrk(port: int, connections: int, duration: float, cpu: int | None) -> WrkRun:
+def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None) -> WrkRun:
     argv = [
         *harness.taskset_prefix(cpu),
         "wrk",
@@ -80,7 +98,7 @@ def wrk(port: int, connections: int, duration: float, cpu: int | None) -> WrkRun
         f"-c{connections}",
         f"-d{int(duration)}s",
         "--latency",
-        f"http://{harness.HOST}:{port}/",
+        f"http://{harness.HOST}:{port}{path}",
     ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -97,14 +115,268 @@ def wrk_version() -> str:
     return text[0] if text else "unknown"
 
 
-def median_run(runs: list[WrkRun]) -> WrkRun:
-    """The run with the median requests/s (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda r: r.requests_per_sec)
-    return ordered[(len(ordered) - 1) // 2]
+@dataclass
+class Unit:
+    """One server on one request: what each round starts and measures once.
+
+    A server that serves the same request in two groups (uvicorn on the raw
+    ASGI app is in ``hello`` and ``asgi``) is one unit, measured once a round.
+    """
+
+    spec: ServerSpec
+    case: Case
+    status: str = "ok"
+    reason: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    runs: list[WrkRun] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.spec.module, *self.spec.args, self.case.path])
+
+    def median_run(self) -> WrkRun:
+        """The run with the median requests/s (the lower middle one for an even count)."""
+        ordered = sorted(self.runs, key=lambda r: r.requests_per_sec)
+        return ordered[(len(ordered) - 1) // 2]
+
+    def cpu_us(self) -> float:
+        """The median of the runs' CPU µs per request (the lower middle one)."""
+        return statistics.median_low(r.cpu_us_per_request for r in self.runs)
+
+    def warnings(self) -> list[str]:
+        found = []
+        run = self.median_run()
+        errors = sum(run.socket_errors.values()) + run.non_2xx
+        if errors:
+            found.append(f"{errors:,} socket errors or non-2xx responses in the median run")
+        busiest = max(r.other_load for r in self.runs)
+        if busiest > BUSY_THRESHOLD:
+            found.append(
+                f"other processes used up to {busiest:.0%} of a CPU during a run; figures are noisy"
+            )
+        return found
+
+
+def plan(selected: Iterable[Group]) -> dict[tuple[str, ...], Unit]:
+    """Every server-and-request of the selected groups, once, in the order they appear."""
+    units: dict[tuple[str, ...], Unit] = {}
+    for group in selected:
+        for case in group.cases:
+            for spec in group.servers:
+                units.setdefault(unit_key(spec, case), Unit(spec, case))
+    return units
+
+
+def unit_key(spec: ServerSpec, case: Case) -> tuple[str, ...]:
+    return (*spec.key, case.path)
+
+
+def measure_once(unit: Unit, args: argparse.Namespace, python: str) -> WrkRun:
+    """Start the server, check it, warm it up, run wrk once, stop it."""
+    server_cpu = None if args.no_pin else args.server_cpu
+    client_cpu = None if args.no_pin else args.client_cpu
+    path = unit.case.path
+    with harness.RunningServer(unit.spec, python, cpu=server_cpu) as server:
+        server.wait_ready()
+        server.check_reply(unit.case)
+        if args.warmup:
+            wrk(server.port, path, args.connections, args.warmup, client_cpu)
+        if args.wait_idle:
+            wait_idle(server.pid, args.wait_idle)
+        speed_before = harness.calibration_ms(server_cpu)
+        load = harness.OtherLoad(*harness.process_tree(server.pid))
+        cpu_before = harness.tree_cpu_seconds(server.pid)
+        started = time.monotonic()
+        run = wrk(server.port, path, args.connections, args.duration, client_cpu)
+        cpu_used = harness.tree_cpu_seconds(server.pid) - cpu_before
+        wall = time.monotonic() - started
+        run.other_load = round(load.fraction(), 3)
+        run.calibration_ms = round((speed_before + harness.calibration_ms(server_cpu)) / 2, 1)
+        if server.proc.poll() is not None:
+            raise harness.ServerError(f"died during the run: {server.log_tail()}")
+    if run.requests == 0:
+        raise WrkError("wrk completed no requests")
+    run.cpu_us_per_request = round(cpu_used / run.requests * 1e6, 2)
+    run.server_cpu = round(cpu_used / wall, 3)
+    return run
+
+
+def wait_idle(server_pid: int, most: float) -> None:
+    """Wait up to ``most`` seconds for one second in which other processes stay quiet."""
+    deadline = time.monotonic() + most
+    while True:
+        load = harness.OtherLoad(*harness.process_tree(server_pid))
+        time.sleep(1.0)
+        busy = load.fraction()
+        if busy <= BUSY_THRESHOLD:
+            return
+        if time.monotonic() >= deadline:
+            log(f"  machine still busy ({busy:.0%} of a CPU), measuring anyway")
+            return
+
+
+def run_rounds(units: dict[tuple[str, ...], Unit], args: argparse.Namespace, python: str) -> None:
+    """Measure every available unit once per round, ``args.repeat`` rounds.
+
+    Each round starts every server afresh, so slow spells of the machine are
+    spread over all servers instead of falling on one.
+    """
+    for round_no in range(1, args.repeat + 1):
+        for unit in units.values():
+            if unit.status != "ok":
+                continue
+            try:
+                run = measure_once(unit, args, python)
+            except (harness.ServerError, WrkError) as exc:
+                unit.status, unit.reason = "failed", str(exc)
+                log(f"{unit.label}: failed: {exc}")
+                continue
+            finally:
+                time.sleep(1)  # let the previous server's sockets go
+            unit.runs.append(run)
+            log(
+                f"round {round_no}/{args.repeat} {unit.label}: "
+                f"{run.cpu_us_per_request:.1f} µs CPU/request "
+                f"({run.server_cpu:.0%} of a CPU), {run.requests_per_sec:,.0f} req/s, "
+                f"p99 {run.p99_ms:.2f} ms, other load {run.other_load:.0%}, "
+                f"calibration {run.calibration_ms:.0f} ms"
+            )
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+LEGEND = """
+CPU µs/req: user + system CPU time of the server's processes per completed request
+  (median of the rounds); "CPU vs X" is that over X's: lower is better.
+requests/s, p99, server CPU (its CPU time over the run's wall time), MiB/s: from the
+  median run by requests/s; "req/s vs X" is requests/s over X's: higher is better.
+Targets "A >= Fx B" are judged both ways: B's CPU µs/req over A's, and A's requests/s
+  over B's, each must be at least F."""
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+@dataclass
+class Row:
+    """One server's figures on one request, as its group reports them."""
+
+    spec: ServerSpec
+    unit: Unit
+
+    @property
+    def ok(self) -> bool:
+        return self.unit.status == "ok"
+
+    def cpu_us(self) -> float | None:
+        return self.unit.cpu_us() if self.ok else None
+
+    def rps(self) -> float | None:
+        return self.unit.median_run().requests_per_sec if self.ok else None
+
+
+def judge(target: Target, rows: dict[str, Row]) -> dict[str, Any]:
+    """A target's ratios by CPU/request and by requests/s, and whether each meets it."""
+    server, reference = rows.get(target.server), rows.get(target.reference)
+    result: dict[str, Any] = {"target": str(target), "factor": target.factor}
+    for metric, get, invert in (("cpu", Row.cpu_us, True), ("rps", Row.rps, False)):
+        a = get(server) if server else None
+        b = get(reference) if reference else None
+        value = ratio(b, a) if invert else ratio(a, b)
+        result[metric] = None if value is None else round(value, 3)
+        result[f"{metric}_pass"] = None if value is None else value >= target.factor
+    return result
+
+
+def verdict(value: float | None, passed: bool | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.2f}x {'pass' if passed else 'FAIL'}"
+
+
+def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) -> dict[str, Any]:
+    """Print one group's table for one request, with its targets; return it for the JSON."""
+    rows = {spec.name: Row(spec, units[unit_key(spec, case)]) for spec in group.servers}
+    refs = [rows[name] for name in group.references if name in rows and rows[name].ok]
+    transfer = group.show_transfer
+    headers = ["server", "CPU µs/req"]
+    headers += [f"CPU vs {r.spec.name}" for r in refs]
+    headers += ["requests/s"] + [f"req/s vs {r.spec.name}" for r in refs]
+    headers += ["p99", "server CPU"] + (["MiB/s"] if transfer else [])
+    table, servers = [], []
+    for row in rows.values():
+        unit = row.unit
+        entry: dict[str, Any] = {
+            "name": row.spec.name,
+            "module": " ".join([row.spec.module, *row.spec.args]),
+            "description": row.spec.description,
+            "versions": unit.versions,
+            "status": unit.status,
+        }
+        if not row.ok:
+            entry["reason"] = unit.reason
+            table.append([row.spec.name, entry["status"]] + ["-"] * (len(headers) - 2))
+            servers.append(entry)
+            continue
+        run = unit.median_run()
+        cpu_ratios = [ratio(row.cpu_us(), ref.cpu_us()) for ref in refs]
+        rps_ratios = [ratio(row.rps(), ref.rps()) for ref in refs]
+        entry.update(
+            cpu_us_per_request=unit.cpu_us(),
+            cpu_ratios={r.spec.name: v for r, v in zip(refs, cpu_ratios, strict=True)},
+            requests_per_sec=run.requests_per_sec,
+            rps_ratios={r.spec.name: v for r, v in zip(refs, rps_ratios, strict=True)},
+            p99_ms=run.p99_ms,
+            server_cpu=run.server_cpu,
+            transfer_per_sec=run.transfer_per_sec,
+            runs=[asdict(r) for r in unit.runs],
+        )
+        warnings = unit.warnings()
+        if warnings:
+            entry["warning"] = "; ".join(warnings)
+        table.append(
+            [row.spec.name, f"{unit.cpu_us():.1f}"]
+            + [fmt_ratio(v) for v in cpu_ratios]
+            + [f"{run.requests_per_sec:,.0f}"]
+            + [fmt_ratio(v) for v in rps_ratios]
+            + [f"{run.p99_ms:.2f} ms", f"{run.server_cpu:.0%}"]
+            + ([f"{run.transfer_per_sec / MIB:,.1f}"] if transfer else [])
+        )
+        servers.append(entry)
+
+    print(f"\n== {group.name}: {group.title}; GET {case.path}, {case.label}")
+    harness.print_table(headers, table)
+    targets = [judge(t, rows) for t in group.targets]
+    for t in targets:
+        print(
+            f"target {t['target']}: by CPU µs/req {verdict(t['cpu'], t['cpu_pass'])}, "
+            f"by requests/s {verdict(t['rps'], t['rps_pass'])}"
+        )
+    for entry in servers:
+        if "reason" in entry:
+            print(f"{entry['name']}: {entry['status']}: {entry['reason']}")
+        elif "warning" in entry:
+            print(f"{entry['name']}: warning: {entry['warning']}")
+    return {"case": case.name, "path": case.path, "servers": servers, "targets": targets}
+
+
+# --- command line -------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--group",
+        help=f"comma-separated groups to run (default: all: {','.join(groups.GROUP_NAMES)})",
+    )
+    parser.add_argument("--only", help="comma-separated server names, e.g. aserve,uvicorn-h11")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up load (3)")
@@ -112,9 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="wrk runs per server; the median run by requests/s is reported (1)",
+        help="interleaved rounds; medians over them are reported (1)",
     )
-    parser.add_argument("--only", help="comma-separated server names, e.g. aserve,bare-h11")
     parser.add_argument(
         "--python",
         default=None,
@@ -138,75 +409,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def measure_once(spec: harness.ServerSpec, args: argparse.Namespace, python: str) -> WrkRun:
-    """Start the server, check it, warm it up, run wrk once, stop it."""
-    server_cpu = None if args.no_pin else args.server_cpu
-    client_cpu = None if args.no_pin else args.client_cpu
-    with harness.RunningServer(spec, python, cpu=server_cpu) as server:
-        server.wait_ready()
-        server.check_reply()
-        if args.warmup:
-            wrk(server.port, args.connections, args.warmup, client_cpu)
-        if args.wait_idle:
-            wait_idle(server.pid, args.wait_idle)
-        speed_before = harness.calibration_ms(server_cpu)
-        load = harness.OtherLoad(server.pid)
-        run = wrk(server.port, args.connections, args.duration, client_cpu)
-        run.other_load = round(load.fraction(), 3)
-        run.calibration_ms = round((speed_before + harness.calibration_ms(server_cpu)) / 2, 1)
-        if server.proc.poll() is not None:
-            raise harness.ServerError(f"died during the run: {server.log_tail()}")
-    return run
-
-
-def summarize(result: dict[str, Any], runs: list[WrkRun]) -> None:
-    """Fill a server's result from its runs: the median run, and warnings."""
-    best = median_run(runs)
-    result.update(
-        requests_per_sec=best.requests_per_sec,
-        p99_ms=best.p99_ms,
-        runs=[asdict(r) for r in runs],
-    )
-    warnings = []
-    errors = sum(best.socket_errors.values()) + best.non_2xx
-    if errors:
-        warnings.append(f"{errors} socket errors or non-2xx responses")
-    busiest = max(r.other_load for r in runs)
-    if busiest > BUSY_THRESHOLD:
-        warnings.append(
-            f"other processes used up to {busiest:.0%} of a CPU during a run; figures are noisy"
-        )
-    if warnings:
-        result["warning"] = "; ".join(warnings)
-
-
-def wait_idle(server_pid: int, most: float) -> None:
-    """Wait up to ``most`` seconds for one second in which other processes stay quiet."""
-    deadline = time.monotonic() + most
-    while True:
-        load = harness.OtherLoad(server_pid)
-        time.sleep(1.0)
-        busy = load.fraction()
-        if busy <= BUSY_THRESHOLD:
-            return
-        if time.monotonic() >= deadline:
-            log(f"  machine still busy ({busy:.0%} of a CPU), measuring anyway")
-            return
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def ratio(value: float | None, reference: float | None) -> float | None:
-    if value is None or not reference:
-        return None
-    return value / reference
+def check_availability(units: Iterable[Unit], python: str) -> None:
+    """Mark the units whose server's modules do not import as skipped, saying why."""
+    seen: dict[tuple[str, ...], harness.Availability] = {}
+    for unit in units:
+        key = unit.spec.key
+        if key not in seen:
+            seen[key] = harness.check_available(unit.spec, python)
+            if not seen[key].ok:
+                log(f"{' '.join(key)}: skipped: {seen[key].reason}")
+        unit.versions = seen[key].versions
+        if not seen[key].ok:
+            unit.status, unit.reason = "skipped", seen[key].reason
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    specs = harness.select(args.only)
+    selected = groups.select(args.group, args.only)
+    if not selected:
+        raise SystemExit("no server selected")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk)")
     if not args.no_pin:
@@ -220,84 +445,34 @@ def main(argv: list[str] | None = None) -> int:
     pinning = (
         "none" if args.no_pin else f"server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}"
     )
+    units = plan(selected)
     log(
-        f"servers run with {python}; {args.connections} connections, {args.duration} s x "
-        f"{args.repeat}, warm-up {args.warmup} s; pinning: {pinning}"
+        f"servers run with {python}; groups {', '.join(g.name for g in selected)}: "
+        f"{len(units)} server runs a round; {args.connections} connections, "
+        f"{args.duration} s x {args.repeat}, warm-up {args.warmup} s; pinning: {pinning}"
     )
+    check_availability(units.values(), python)
+    run_rounds(units, args, python)
 
-    results: list[dict[str, Any]] = []
-    for spec in specs:
-        available = harness.check_available(spec, python)
-        result: dict[str, Any] = {
-            "name": spec.name,
-            "description": spec.description,
-            "versions": available.versions,
-            "status": "ok" if available.ok else "skipped",
-        }
-        if not available.ok:
-            result["reason"] = available.reason
-            log(f"{spec.name}: skipped: {available.reason}")
-        results.append(result)
-
-    # Each round starts every server afresh, so slow spells of the machine are
-    # spread over all servers instead of falling on one.
-    runs: dict[str, list[WrkRun]] = {r["name"]: [] for r in results}
-    for round_no in range(1, args.repeat + 1):
-        for spec, result in zip(specs, results, strict=True):
-            if result["status"] != "ok":
-                continue
-            try:
-                run = measure_once(spec, args, python)
-            except (harness.ServerError, WrkError) as exc:
-                result.update(status="failed", reason=str(exc))
-                log(f"{spec.name}: failed: {exc}")
-                continue
-            finally:
-                time.sleep(1)  # let the previous server's sockets go
-            runs[spec.name].append(run)
-            log(
-                f"{spec.name} run {round_no}/{args.repeat}: {run.requests_per_sec:,.0f} req/s, "
-                f"p99 {run.p99_ms:.2f} ms, other load {run.other_load:.0%} of a CPU, "
-                f"calibration {run.calibration_ms:.0f} ms"
-            )
-    for result in results:
-        if result["status"] == "ok":
-            summarize(result, runs[result["name"]])
-
-    speeds = [r.calibration_ms for name_runs in runs.values() for r in name_runs]
+    print(LEGEND)
+    report = []
+    for group in selected:
+        cases = [report_case(group, case, units) for case in group.cases]
+        report.append(
+            {
+                "group": group.name,
+                "title": group.title,
+                "references": list(group.references),
+                "cases": cases,
+            }
+        )
+    speeds = [r.calibration_ms for unit in units.values() for r in unit.runs]
     speed_spread = max(speeds) / min(speeds) - 1 if speeds else 0.0
-
-    rps = {r["name"]: r.get("requests_per_sec") for r in results}
-    for r in results:
-        r["vs_uvicorn_h11"] = ratio(r.get("requests_per_sec"), rps.get("uvicorn-h11"))
-        r["vs_bare_h11"] = ratio(r.get("requests_per_sec"), rps.get("bare-h11"))
-
-    rows = []
-    for r in results:
-        if r["status"] == "ok":
-            rows.append(
-                [
-                    r["name"],
-                    f"{r['requests_per_sec']:,.0f}",
-                    f"{r['p99_ms']:.2f} ms",
-                    f"{r['vs_uvicorn_h11']:.2f}x" if r["vs_uvicorn_h11"] else "-",
-                    f"{r['vs_bare_h11']:.2f}x" if r["vs_bare_h11"] else "-",
-                ]
-            )
-        else:
-            rows.append([r["name"], r["status"], "-", "-", "-"])
-    print()
-    harness.print_table(["server", "requests/s", "p99", "vs uvicorn-h11", "vs bare-h11"], rows)
-    for r in results:
-        if r["status"] != "ok":
-            print(f"{r['name']}: {r['status']}: {r['reason']}")
-        elif "warning" in r:
-            print(f"{r['name']}: warning: {r['warning']}")
     if speed_spread > SPEED_THRESHOLD:
         print(
-            f"warning: the calibration loop ran {speed_spread:.0%} slower at worst than at best "
-            "during this benchmark: the machine's CPU speed varied, figures are noisy "
-            "(compare runs with similar calibration, or use --repeat)"
+            f"\nwarning: the calibration loop ran {speed_spread:.0%} slower at worst than at "
+            "best during this benchmark: the machine's CPU speed varied; requests/s are noisy "
+            "(lead with CPU µs/request, compare ratios within a group, use --repeat)"
         )
 
     if not args.no_json:
@@ -305,11 +480,13 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "throughput",
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": {
+                "groups": [g.name for g in selected],
                 "duration_s": args.duration,
                 "connections": args.connections,
                 "warmup_s": args.warmup,
                 "repeat": args.repeat,
-                "statistic": "median run by requests/s",
+                "statistic": "median run by requests/s (its p99, server CPU and transfer/s); "
+                "median CPU µs/request over the runs",
                 "calibration_spread": round(speed_spread, 3),
                 "pinning": pinning,
             },
@@ -323,11 +500,11 @@ def main(argv: list[str] | None = None) -> int:
                 ).stdout.strip(),
                 "wrk": wrk_version(),
             },
-            "servers": results,
+            "groups": report,
         }
         path = harness.write_json("throughput", payload)
         print(f"\nresults written to {path.relative_to(harness.PROJECT_ROOT)}")
-    return 0 if any(r["status"] == "ok" for r in results) else 1
+    return 0 if any(unit.runs for unit in units.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,16 +1,14 @@
 """An aserve App with 50 routes, answering JSON on ``GET /``; access log off.
 
-Beside ``aserve_hello.py`` (a bare handler) it measures what the App adds per
-request: routing among 50 routes (exact and patterned) and a JSON response.
-The route served is registered last, so a router that got slower route by
-route would show it. ``starlette_app.py`` is the same app on Starlette.
+Beside ``aserve_json.py`` (a bare handler with the same reply) it measures what
+the App adds per request: routing among 50 routes (exact and patterned). The
+route served is registered last, so a router that got slower route by route
+would show it. ``starlette_app.py`` is the same app on Starlette.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import settings
+from runners import run_aserve
 
 import aserve
 
@@ -31,13 +29,5 @@ async def hello(request: aserve.Request) -> aserve.Response:
     return aserve.JSONResponse({"message": "Hello, World!"})
 
 
-def main() -> None:
-    options: dict[str, Any] = {}
-    timeout = settings.keep_alive_timeout()
-    if timeout is not None:
-        options["keep_alive_timeout"] = timeout
-    aserve.run(app, host=settings.HOST, port=settings.port(), access_log=False, **options)
-
-
 if __name__ == "__main__":
-    main()
+    run_aserve(app)

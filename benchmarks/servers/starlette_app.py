@@ -1,15 +1,14 @@
 """The app of ``aserve_app.py`` on Starlette: 50 routes, JSON on ``GET /``.
 
-``app`` is the ASGI application; run as a script it is served by uvicorn
-(h11, uvloop, one process, access log off), like the other ASGI peers.
+``app`` is the ASGI application; run as a script,
+``python starlette_app.py PORT {h11,httptools}``, it is served by uvicorn (h11
+by default, uvloop, one process, access log off; see runners.py), like the
+other ASGI peers.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
-import settings
+from runners import run_uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,25 +34,5 @@ routes.append(Route("/", hello))
 app = Starlette(routes=routes)
 
 
-def main() -> None:
-    import uvicorn
-
-    http = sys.argv[2] if len(sys.argv) > 2 else "h11"
-    options: dict[str, Any] = {}
-    timeout = settings.keep_alive_timeout()
-    if timeout is not None:
-        options["timeout_keep_alive"] = int(timeout)
-    uvicorn.run(
-        app,
-        host=settings.HOST,
-        port=settings.port(),
-        http=http,
-        loop="uvloop",
-        access_log=False,
-        log_level="warning",
-        **options,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    run_uvicorn(app)

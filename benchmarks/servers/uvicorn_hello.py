@@ -1,35 +1,12 @@
 """uvicorn running the raw ASGI app: ``python uvicorn_hello.py PORT {h11,httptools}``.
 
-uvloop event loop, one process, access log off, log level warning.
+uvloop event loop, one process, access log off, log level warning (see runners.py).
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
-import settings
-import uvicorn
 from asgi_app import app
-
-
-def main() -> None:
-    http = sys.argv[2] if len(sys.argv) > 2 else "h11"
-    options: dict[str, Any] = {}
-    timeout = settings.keep_alive_timeout()
-    if timeout is not None:
-        options["timeout_keep_alive"] = int(timeout)
-    uvicorn.run(
-        app,
-        host=settings.HOST,
-        port=settings.port(),
-        http=http,
-        loop="uvloop",
-        access_log=False,
-        log_level="warning",
-        **options,
-    )
-
+from runners import run_uvicorn
 
 if __name__ == "__main__":
-    main()
+    run_uvicorn(app)

@@ -1,0 +1,50 @@
+"""How the server modules run aserve and uvicorn, so each module only builds its app.
+
+Both listen on ``settings.HOST`` and ``settings.port()``, log no requests, and
+take ``KEEP_ALIVE_TIMEOUT`` from the environment when it is set (see
+settings.py). uvloop is the event loop for both (aserve picks it when it is
+installed; it is in benchmarks/requirements.txt).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import settings
+
+
+def run_aserve(handler: Any) -> None:
+    """``aserve.run(handler)``: a native handler, an App, or an ASGI/WSGI adapter."""
+    import aserve
+
+    options: dict[str, Any] = {}
+    timeout = settings.keep_alive_timeout()
+    if timeout is not None:
+        options["keep_alive_timeout"] = timeout
+    aserve.run(handler, host=settings.HOST, port=settings.port(), access_log=False, **options)
+
+
+def run_uvicorn(app: Any) -> None:
+    """uvicorn serving an ASGI app in this process, on the parser named by ``argv[2]``.
+
+    ``python MODULE.py PORT {h11,httptools}`` (h11 when not given, the parser
+    aserve uses); uvloop event loop, access log off, log level warning.
+    """
+    import uvicorn
+
+    http = sys.argv[2] if len(sys.argv) > 2 else "h11"
+    options: dict[str, Any] = {}
+    timeout = settings.keep_alive_timeout()
+    if timeout is not None:
+        options["timeout_keep_alive"] = int(timeout)
+    uvicorn.run(
+        app,
+        host=settings.HOST,
+        port=settings.port(),
+        http=http,
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
+        **options,
+    )
