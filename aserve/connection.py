@@ -67,6 +67,7 @@ class HTTPConnection:
         "is_head",
         "keep_alive_10",
         "continue_sent",
+        "header_pairs",
     )
 
     def __init__(self, *, max_head_size: int, max_url_size: int, max_body_size: int | None) -> None:
@@ -80,6 +81,7 @@ class HTTPConnection:
         self.is_head = False
         self.keep_alive_10 = False
         self.continue_sent = False
+        self.header_pairs: list[tuple[bytes, bytes]] = []
 
     # -- bytes in ---------------------------------------------------------
 
@@ -109,8 +111,10 @@ class HTTPConnection:
         # h11 only limits a head that is still incomplete; one that arrived whole
         # in a single read is measured here (request line + "name: value\r\n"s).
         head_size = len(event.method) + len(event.target) + 14
+        pairs = []
         for _, name, value in event.headers._full_items:
             head_size += len(name) + len(value) + 4
+            pairs.append((name, value))
             if name == b"content-length":
                 content_length = int(value)  # h11 checked it is all digits
             elif name == b"transfer-encoding":
@@ -119,6 +123,10 @@ class HTTPConnection:
                 expects_continue = value.lower() == b"100-continue"
             elif http_10 and name == b"connection":
                 keep_alive_10 = b"keep-alive" in [t.strip() for t in value.lower().split(b",")]
+        # The (lowercase name, value) pairs a Request exposes, built in the pass
+        # that is made anyway: h11's Headers is a Sequence whose iteration runs
+        # Python code per item.
+        self.header_pairs = pairs
         self.content_length = content_length
         self.chunked = chunked
         self.expects_continue = expects_continue

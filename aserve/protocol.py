@@ -83,6 +83,7 @@ class HTTPProtocol(asyncio.Protocol):
         "_pending",
         "_eof",
         "_disconnect_callbacks",
+        "_server_address",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -109,6 +110,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._pending = False
         self._eof = False
         self._disconnect_callbacks: list[Callable[[], object]] | None = None
+        self._server_address: tuple[str, int] | None | bool = False
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -244,7 +246,7 @@ class HTTPProtocol(asyncio.Protocol):
         request = Request(
             event.method,
             event.target,
-            event.headers,
+            conn.header_pairs,
             event.http_version,
             body=body,
             peer=self,
@@ -313,12 +315,18 @@ class HTTPProtocol(asyncio.Protocol):
 
     @property
     def server_address(self) -> tuple[str, int] | None:
-        if self._transport is None:
-            return None
-        name = self._transport.get_extra_info("sockname")
-        if isinstance(name, tuple) and len(name) >= 2:
-            return (str(name[0]), int(name[1]))
-        return None
+        # Asked per request by the adapters (ASGI scope["server"], WSGI
+        # SERVER_NAME): looked up once per connection.
+        address = self._server_address
+        if address is not False:
+            return address  # type: ignore[return-value]
+        found = None
+        if self._transport is not None:
+            name = self._transport.get_extra_info("sockname")
+            if isinstance(name, tuple) and len(name) >= 2:
+                found = (str(name[0]), int(name[1]))
+        self._server_address = found
+        return found
 
     def on_disconnect(self, callback: Callable[[], object]) -> None:
         if self._lost or self._eof:
