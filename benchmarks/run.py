@@ -292,7 +292,24 @@ def judge(target: Target, rows: dict[str, Row]) -> dict[str, Any]:
         value = ratio(b, a) if invert else ratio(a, b)
         result[metric] = None if value is None else round(value, 3)
         result[f"{metric}_pass"] = None if value is None else value >= target.factor
+    # Both servers ran in each round, minutes apart at most: the ratio inside a
+    # round is less exposed to this VM's drifting speed than a ratio of medians.
+    value = round_ratio(server, reference) if server and reference else None
+    result["rounds"] = None if value is None else round(value, 3)
+    result["rounds_pass"] = None if value is None else value >= target.factor
     return result
+
+
+def round_ratio(server: Row, reference: Row) -> float | None:
+    """Median over rounds of server/reference requests/s within the same round."""
+    if not (server.ok and reference.ok):
+        return None
+    ratios = [
+        a.requests_per_sec / b.requests_per_sec
+        for a, b in zip(server.unit.runs, reference.unit.runs, strict=False)
+        if b.requests_per_sec
+    ]
+    return statistics.median(ratios) if ratios else None
 
 
 def verdict(value: float | None, passed: bool | None) -> str:
@@ -357,7 +374,8 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
     for t in targets:
         print(
             f"target {t['target']}: by CPU µs/req {verdict(t['cpu'], t['cpu_pass'])}, "
-            f"by requests/s {verdict(t['rps'], t['rps_pass'])}"
+            f"by requests/s {verdict(t['rps'], t['rps_pass'])}, "
+            f"by round-by-round requests/s {verdict(t['rounds'], t['rounds_pass'])}"
         )
     for entry in servers:
         if "reason" in entry:
