@@ -53,7 +53,7 @@ class HTTPConnection:
     """One server-side HTTP/1.1 connection over h11, as a sans-IO object.
 
     After a `h11.Request` event the attributes `content_length`, `chunked`,
-    `expects_continue`, `is_head` and `keep_alive_10` describe that request.
+    `is_head`, `keep_alive_10` and `header_pairs` describe that request.
     """
 
     __slots__ = (
@@ -63,10 +63,8 @@ class HTTPConnection:
         "_max_body_size",
         "content_length",
         "chunked",
-        "expects_continue",
         "is_head",
         "keep_alive_10",
-        "continue_sent",
         "header_pairs",
     )
 
@@ -77,10 +75,8 @@ class HTTPConnection:
         self._max_body_size = max_body_size
         self.content_length: int | None = None
         self.chunked = False
-        self.expects_continue = False
         self.is_head = False
         self.keep_alive_10 = False
-        self.continue_sent = False
         self.header_pairs: list[tuple[bytes, bytes]] = []
 
     # -- bytes in ---------------------------------------------------------
@@ -105,7 +101,6 @@ class HTTPConnection:
     def _inspect(self, event: h11.Request) -> h11.Request | RequestError:
         content_length = None
         chunked = False
-        expects_continue = False
         keep_alive_10 = False
         http_10 = event.http_version == b"1.0"
         # h11 only limits a head that is still incomplete; one that arrived whole
@@ -119,8 +114,6 @@ class HTTPConnection:
                 content_length = int(value)  # h11 checked it is all digits
             elif name == b"transfer-encoding":
                 chunked = True  # h11 refuses (501) anything but chunked
-            elif name == b"expect":
-                expects_continue = value.lower() == b"100-continue"
             elif http_10 and name == b"connection":
                 keep_alive_10 = b"keep-alive" in [t.strip() for t in value.lower().split(b",")]
         # The (lowercase name, value) pairs a Request exposes, built in the pass
@@ -129,10 +122,8 @@ class HTTPConnection:
         self.header_pairs = pairs
         self.content_length = content_length
         self.chunked = chunked
-        self.expects_continue = expects_continue
         self.is_head = event.method == b"HEAD"
         self.keep_alive_10 = keep_alive_10
-        self.continue_sent = False
         if head_size > self._max_head_size:
             return RequestError(431, "Request head too large")
         if chunked and content_length is not None:
@@ -164,12 +155,6 @@ class HTTPConnection:
         """The client has sent the whole current request (body included)."""
         state = self._h11.their_state
         return state is h11.DONE or state is h11.MUST_CLOSE or state is h11.CLOSED
-
-    @property
-    def response_started(self) -> bool:
-        """Bytes of the response have gone out; an error can no longer be answered."""
-        state = self._h11.our_state
-        return state is not h11.IDLE and state is not h11.SEND_RESPONSE
 
     @property
     def can_answer(self) -> bool:
@@ -232,7 +217,6 @@ class HTTPConnection:
         """`100 Continue`, or nothing when the client is not waiting for it."""
         if not self._h11.they_are_waiting_for_100_continue:
             return b""
-        self.continue_sent = True
         return self._h11.send(_CONTINUE)
 
     def send_full(

@@ -170,10 +170,6 @@ class WriteGate:
         self._waiters: list[asyncio.Future[None]] | None = None
         self._lost = False
 
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
     def pause(self) -> None:
         self._paused = True
 

@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import h11
 
@@ -530,6 +530,3 @@ class HTTPProtocol(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<HTTPProtocol {self._client} phase={self._phase}>"
-
-    def _debug_state(self) -> dict[str, Any]:  # pragma: no cover - for debugging sessions
-        return {"phase": self._phase, "paused": self._read_paused, "lost": self._lost}

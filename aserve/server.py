@@ -188,10 +188,6 @@ class Server:
     def started(self) -> bool:
         return self._server is not None
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._state.connections) if self._state else 0
-
     async def serve_forever(self) -> None:
         """Wait until the server has been shut down (starting it if needed)."""
         if self._server is None:

@@ -77,7 +77,6 @@ def test_request_facts_are_recorded() -> None:
     )
     assert conn.content_length == 3
     assert not conn.chunked
-    assert conn.expects_continue
     assert conn.waiting_for_continue
     assert conn.send_continue() == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert not conn.waiting_for_continue
