@@ -85,6 +85,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mutab
 from typing import Any, Final, Literal
 
 from .errors import ClientDisconnected, ConfigError, HTTPException
+from .headers import HEADER_NAME_RE
 from .request import Request
 from .response import FileSegment, Response, StreamingResponse
 
@@ -103,8 +104,7 @@ Interface = Literal["native", "asgi3", "asgi2", "wsgi"]
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}
 _EXTENSIONS: Final[dict[str, dict[str, Any]]] = {"http.response.pathsend": {}}
 
-# RFC 9110 5.1 token for a name; a value must not carry CR, LF or NUL.
-_NAME_RE: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+# A value must not carry CR, LF or NUL (surrounding blanks are the app's business).
 _BAD_VALUE_RE: Final = re.compile(rb"[\x00\r\n]")
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
@@ -153,7 +153,7 @@ def _check_headers(headers: Any) -> tuple[list[tuple[bytes, bytes]], bytes | Non
         name, value = pair
         lower = names.get(name)
         if lower is None:
-            if not isinstance(name, bytes) or _NAME_RE.fullmatch(name) is None:
+            if not isinstance(name, bytes) or HEADER_NAME_RE.fullmatch(name) is None:
                 raise RuntimeError(f"invalid ASGI response header {pair!r}")
             lower = name.lower()
             if len(names) < _NAMES_MAX:

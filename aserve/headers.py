@@ -17,7 +17,7 @@ HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 # RFC 9110 5.1 token characters for a name; a value must not carry CR, LF or NUL
 # (the characters that would let a value split a response: header injection).
-_NAME_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+HEADER_NAME_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _BAD_VALUE_RE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
@@ -25,7 +25,7 @@ def encode_header(name: str, value: str) -> tuple[bytes, bytes]:
     """Encode and check one header pair; raise ValueError on a bad name or value."""
     raw_name = name.lower().encode("latin-1")
     raw_value = value.encode("latin-1") if isinstance(value, str) else str(value).encode("latin-1")
-    if _NAME_RE.fullmatch(raw_name) is None:
+    if HEADER_NAME_RE.fullmatch(raw_name) is None:
         raise ValueError(f"invalid header name {name!r}")
     if _BAD_VALUE_RE.search(raw_value) is not None:
         raise ValueError(f"invalid value for header {name!r}: {value!r}")

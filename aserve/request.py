@@ -57,7 +57,7 @@ class Request:
         "_headers",
         "_path",
         "_body",
-        "path_params",
+        "_path_params",
         "_state",
         "_query",
         "_cookies",
@@ -89,7 +89,7 @@ class Request:
         self._headers: Headers | None = None
         self._path: str | None = None
         self._body: bytes | None = None
-        self.path_params: dict[str, Any] = {}
+        self._path_params: dict[str, Any] | None = None
         self._state: State | None = None
         self._query: QueryParams | None = None
         self._cookies: dict[str, str] | None = None
@@ -136,6 +136,18 @@ class Request:
                     raise BadRequest("Malformed path: not UTF-8 after percent-decoding") from None
             path = self._path = raw
         return path
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """Converted path parameters of the route that matched (empty without one)."""
+        # Made on first use: most requests never match a patterned route.
+        if self._path_params is None:
+            self._path_params = {}
+        return self._path_params
+
+    @path_params.setter
+    def path_params(self, params: dict[str, Any]) -> None:
+        self._path_params = params
 
     @property
     def route_path(self) -> str:
