@@ -66,7 +66,16 @@ _HELP = {
     "max_url_size": "longest request target in bytes (default: %(default)s)",
     "header_timeout": "seconds allowed to send a request head (default: %(default)s)",
     "keep_alive_timeout": "seconds an idle connection stays open (default: %(default)s)",
+    "body_timeout": "seconds to wait for more of a request body (default: %(default)s)",
+    "send_timeout": "seconds a response write may stall before a close (default: %(default)s)",
+    "handler_timeout": "seconds a handler gets to answer, then 504; 'none' for no limit "
+    "(default: %(default)s)",
     "max_connections": "open connections at most, 'none' for no limit (default: %(default)s)",
+    "max_concurrency": "requests handled at once, past it 503; 'none' for no limit "
+    "(default: %(default)s)",
+    "retry_after": "Retry-After seconds of a max-concurrency 503, 'none' to omit "
+    "(default: %(default)s)",
+    "lenient_framing": "accept obs-fold and bare LF line endings in request heads (default: off)",
     "graceful_timeout": "seconds in-flight requests get at shutdown (default: %(default)s)",
     "debug": "show tracebacks in 500 answers",
     "server_header": "value of the Server header, '' for none (default: %(default)s)",
@@ -87,8 +96,14 @@ _GROUPS = {
     "max_head_size": "limits",
     "max_url_size": "limits",
     "header_timeout": "limits",
+    "body_timeout": "limits",
+    "send_timeout": "limits",
+    "handler_timeout": "limits",
     "keep_alive_timeout": "limits",
     "max_connections": "limits",
+    "max_concurrency": "limits",
+    "retry_after": "limits",
+    "lenient_framing": "limits",
     "graceful_timeout": "limits",
 }
 

@@ -12,6 +12,7 @@ a field allows it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -53,8 +54,29 @@ class Config:
     #: not the server, closes idle pooled connections and never races a request
     #: against our close.
     keep_alive_timeout: float = 75.0
+    #: Seconds the server waits for the next piece of a request body while it
+    #: needs one (the handler reads, or the rest is being discarded); slower gets
+    #: 408 if no response has started, else the connection closes.
+    body_timeout: float = 30.0
+    #: Seconds a response write may make no progress (the client is not
+    #: reading) before the connection is aborted and a streamed body closed.
+    send_timeout: float = 30.0
+    #: Seconds a handler may take to produce its response head, not counting
+    #: waits for request body bytes; past it the handler is cancelled and the
+    #: answer is 504 (or a close if the head already went out). None: no limit.
+    handler_timeout: float | None = None
     #: Open connections at most; a newcomer past it gets 503 and is closed.
     max_connections: int | None = 10_000
+    #: Requests handled at once across all connections; past it a request is
+    #: answered 503 at once (not queued) and the connection stays open. None: no limit.
+    max_concurrency: int | None = None
+    #: Seconds sent in the Retry-After header of a 503 for max_concurrency;
+    #: None leaves the header out.
+    retry_after: int | None = 1
+    #: Accept obsolete line folding and bare LF line endings in request heads
+    #: (RFC 9112 5.2, 2.2) for legacy clients; by default both get 400, since
+    #: behind a proxy that reads them differently they are request smuggling shapes.
+    lenient_framing: bool = False
     #: Seconds in-flight requests get to finish at shutdown before they are cancelled.
     graceful_timeout: float = 30.0
     #: Show tracebacks in 500 answers.
@@ -98,16 +120,26 @@ class Config:
             raise ConfigError(f"fd must be 0 or more, not {self.fd}")
         if self.backlog < 1:
             raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
-        for name in ("max_body_size", "max_connections"):
+        for name in ("max_body_size", "max_connections", "retry_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be 0 or more, not {value}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be at least 1, not {self.max_concurrency}")
         for name in ("max_head_size", "max_url_size"):
             if getattr(self, name) < 256:
                 raise ConfigError(f"{name} must be at least 256 bytes, not {getattr(self, name)}")
-        for name in ("header_timeout", "keep_alive_timeout", "graceful_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")
+        for name in (
+            "header_timeout",
+            "body_timeout",
+            "send_timeout",
+            "handler_timeout",
+            "keep_alive_timeout",
+            "graceful_timeout",
+        ):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < math.inf):
+                raise ConfigError(f"{name} must be a finite number of seconds above 0, not {value}")
         if "\r" in self.server_header or "\n" in self.server_header:
             raise ConfigError("server_header must not contain line breaks")
         try:
