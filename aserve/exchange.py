@@ -18,9 +18,9 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .errors import BodyTooLarge, ClientDisconnected, HTTPException
+from .errors import BadRequestBody, BodyTooLarge, ClientDisconnected, HTTPException
 from .response import FileSegment, PlainTextResponse, Response
 
 if TYPE_CHECKING:
@@ -32,13 +32,21 @@ Handler = Callable[["Request"], Awaitable[Response]]
 error_log = logging.getLogger("aserve.error")
 access_log = logging.getLogger("aserve.access")
 
+#: An in-hand body larger than this is written in slices of LARGE_SLICE with a
+#: drain after each (see Exchange._send_large); a smaller one goes out with its
+#: head in one write, which is faster.
+LARGE_BODY = 256 * 1024
+LARGE_SLICE = 256 * 1024
+
 
 class Channel(Protocol):
     """What an exchange needs from the connection that carries it."""
 
     @property
     def disconnected(self) -> bool: ...
-    def write(self, data: bytes) -> None: ...
+    @property
+    def write_paused(self) -> bool: ...
+    def write(self, data: Any) -> None: ...
     async def drain(self) -> None: ...
     async def send_file(self, fd: int, offset: int, count: int) -> None: ...
     def must_close(self) -> bool: ...
@@ -46,12 +54,42 @@ class Channel(Protocol):
     def exchange_finished(self, clean: bool) -> None: ...
 
 
-class ExchangeSettings(Protocol):
-    """The server-wide settings an exchange reads."""
+class _Detached:
+    """The channel of an exchange its connection gave up on (a timeout, bad
+    framing): the connection already answered and closes; whatever the handler
+    still does goes nowhere."""
 
-    handler: Handler
+    disconnected = True
+    write_paused = False
+
+    def write(self, data: Any) -> None:
+        pass
+
+    async def drain(self) -> None:
+        raise ClientDisconnected("connection closed")
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        raise ClientDisconnected("connection closed")
+
+    def must_close(self) -> bool:
+        return True
+
+    def base_headers(self) -> HeaderTriples:
+        return []
+
+    def exchange_finished(self, clean: bool) -> None:
+        pass
+
+
+DETACHED: Final = _Detached()
+
+
+class ExchangeSettings(Protocol):
+    """The server-wide settings an exchange reads and the count it keeps."""
+
     debug: bool
     access_log: bool
+    active: int
 
 
 class Exchange:
@@ -59,6 +97,8 @@ class Exchange:
         "_channel",
         "_conn",
         "_settings",
+        "_handler",
+        "_counted",
         "request",
         "task",
         "streaming",
@@ -72,10 +112,15 @@ class Exchange:
         conn: HTTPConnection,
         settings: ExchangeSettings,
         request: Request,
+        handler: Handler,
+        counted: bool = True,
     ) -> None:
         self._channel = channel
         self._conn = conn
         self._settings = settings
+        self._handler = handler
+        # Counted in settings.active (requests being handled) until released.
+        self._counted = counted
         self.request = request
         self.task: asyncio.Task[None] | None = None
         self.streaming = False
@@ -88,19 +133,33 @@ class Exchange:
         if self.streaming and self.task is not None:
             self.task.cancel()
 
+    def detach(self, cancel: bool) -> None:
+        """The connection answered for this exchange and closes: nothing the
+        handler does from now on reaches it. With `cancel` the handler is
+        cancelled too (it ran out of time)."""
+        self._channel = DETACHED
+        self.release()
+        if cancel and self.task is not None:
+            self.task.cancel()
+
+    def release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._settings.active -= 1
+
     async def run(self) -> None:
         # One coroutine frame for the common case: the handler's call and a
         # response in hand are handled inline; only streaming awaits more.
         clean = False
         try:
             try:
-                response: Response | None = await self._settings.handler(self.request)
+                response: Response | None = await self._handler(self.request)
                 if not isinstance(response, Response):
                     response = self._internal_error(
                         TypeError(f"handler returned {type(response).__name__}, not a Response")
                     )
             except HTTPException as exc:
-                if isinstance(exc, BodyTooLarge):
+                if isinstance(exc, BodyTooLarge | BadRequestBody):
                     self.close_after = True
                 response = _error_response(exc.status, exc.detail, exc.headers)
             except ClientDisconnected:
@@ -110,12 +169,25 @@ class Exchange:
             if response is not None:
                 if response.streaming:
                     clean = await self._send_stream(response)
+                elif len(response.body) > LARGE_BODY and not self._conn.is_head:
+                    clean = await self._send_large(response)
                 else:
                     clean = self._send_full(response)
-        except asyncio.CancelledError:
-            # Shutdown past its grace period, or the client left mid-stream.
+                    if self._channel.write_paused:
+                        # The socket is behind: finish only once it took this
+                        # response, so a client that pipelines requests and
+                        # never reads cannot make us buffer one answer after
+                        # another (send_timeout bounds the wait).
+                        await self._channel.drain()
+        except (asyncio.CancelledError, ClientDisconnected):
+            # Shutdown past its grace period, a timeout, or the client left.
             clean = False
+        except Exception as exc:
+            clean = False
+            if not self._channel.disconnected:
+                error_log.error("sending the response failed", exc_info=exc)
         finally:
+            self.release()
             self._channel.exchange_finished(clean)
         if self._settings.access_log:
             self._log_access()
@@ -147,6 +219,29 @@ class Exchange:
         channel.write(self._conn.send_full(self.status, headers, response.body, close=close))
         return True
 
+    async def _send_large(self, response: Response) -> bool:
+        """A large body in hand goes out in slices of the one buffer, each
+        after the socket took the last: never copied whole, never queued whole
+        for a client that does not read (each reader of a shared body would
+        otherwise hold its own copy)."""
+        channel = self._channel
+        conn = self._conn
+        headers = self._head(response)
+        close = self.close_after or channel.must_close()
+        channel.write(conn.send_head(self.status, headers, close=close))
+        view = memoryview(response.body)
+        self.streaming = True
+        try:
+            for start in range(0, len(view), LARGE_SLICE):
+                for piece in conn.send_data_pieces(view[start : start + LARGE_SLICE]):
+                    channel.write(piece)
+                await channel.drain()
+        finally:
+            self.streaming = False
+            view.release()
+        channel.write(conn.send_end())
+        return True
+
     async def _send_stream(self, response: Response) -> bool:
         channel = self._channel
         conn = self._conn
@@ -169,6 +264,9 @@ class Exchange:
                     if isinstance(chunk, str):
                         chunk = chunk.encode("utf-8")
                     channel.write(conn.send_data(chunk))
+                    # Waits while the socket is behind; also gives the loop a
+                    # turn per chunk, so a generator that never awaits cannot
+                    # starve every other connection.
                     await channel.drain()
                 self.streaming = False
             channel.write(conn.send_end())

@@ -5,7 +5,9 @@ at most about `READ_HIGH_WATER` unread bytes: past that it asks its channel to
 stop reading the socket, and below `READ_LOW_WATER` to start again, so a client
 uploading faster than the handler reads fills the kernel's buffers and its own,
 never ours. Its first read asks the channel to send `100 Continue` when the
-client is waiting for one.
+client is waiting for one. While a reader waits for bytes that have not come,
+the channel is told (`body_wait`), so that it can run `body_timeout` for that
+gap only.
 
 `WriteGate` is the other way: the transport's `pause_writing`/`resume_writing`
 close and open it, and a writer awaits `wait()` between chunks so a streamed
@@ -31,6 +33,7 @@ class BodyChannel(Protocol):
     def pause_body(self) -> None: ...
     def resume_body(self) -> None: ...
     def send_continue(self) -> None: ...
+    def body_wait(self, waiting: bool) -> None: ...
 
 
 class BodyStream:
@@ -145,7 +148,13 @@ class BodyStream:
             if self._complete:
                 return b""
             waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
+            # The reader now waits on the client: body_timeout runs (and the
+            # handler's own clock stops) until bytes, the end or an error come.
+            self._channel.body_wait(True)
+            try:
+                await waiter
+            finally:
+                self._channel.body_wait(False)
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         if self._paused and self._buffered < READ_LOW_WATER:
@@ -169,6 +178,10 @@ class WriteGate:
         self._paused = False
         self._waiters: list[asyncio.Future[None]] | None = None
         self._lost = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def pause(self) -> None:
         self._paused = True

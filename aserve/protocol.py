@@ -6,19 +6,33 @@ the exchange produces, and keeps the connection's phase:
 
     IDLE    waiting for a request       deadline: keep_alive_timeout (quiet close)
     HEAD    part of a head has arrived  deadline: header_timeout (408, close)
-    BUSY    an exchange is running      no deadline
-    DISCARD response sent, unread body  deadline: header_timeout (close)
-            still arriving; dropped
+    BUSY    an exchange is running      deadlines: handler_timeout until the
+                                        response head (504, close); while the
+                                        handler waits for body bytes,
+                                        body_timeout instead (408, or a close
+                                        once the response started)
+    DISCARD response sent, unread body  deadline: body_timeout between pieces
+            still arriving; dropped     (close)
     CLOSING an answer went out, the     deadline: LINGER_S (close)
             write side is shut; reading
             and dropping until EOF
 
-Timers: none per connection. A connection only sets `_deadline` (one float);
+In any phase, while the socket takes nothing of what we wrote (writing is
+paused, or a closed transport still holds unsent bytes), send_timeout runs: it
+is renewed whenever the write buffer shrank, and when it passes without
+progress the connection is aborted. A download that keeps moving is never cut.
+
+Timers: none per connection. A connection only sets `_deadline` (one float, the
+earliest of its phase deadline `_until`, `_body_deadline` and `_send_deadline`);
 the server's clock (`server.py`) sweeps the open connections a few times per
 shortest timeout and calls `deadline_passed()` on the late ones. A TimerHandle
 per connection cost about 600 bytes of an idle connection's memory and a
 `call_at`/`cancel` pair per request; the sweep costs about 0.1 ms per thousand
 connections, a few times a second.
+
+When a deadline or bad framing ends an exchange whose response has not
+started, the connection answers itself (408, 504, 400...) and detaches the
+exchange (`Exchange.detach`): whatever the handler still does goes nowhere.
 
 Reading pauses for two reasons, kept as bits so that one never undoes the
 other: the request body stream is above its high-water mark, or a client has
@@ -32,12 +46,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from types import coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
 from .connection import NEED_DATA, PAUSED, HeaderTriples, HTTPConnection, RequestError
-from .errors import ClientDisconnected
+from .errors import BadRequestBody, ClientDisconnected, HTTPException
 from .exchange import Exchange
 from .flow import BodyStream, WriteGate
 from .request import Request
@@ -63,6 +78,12 @@ SENDFILE_CHUNK = 1024 * 1024
 READ_CHUNK = 256 * 1024
 
 
+@coroutine
+def _yield() -> Any:
+    """One turn of the event loop (what asyncio.sleep(0) does, without its checks)."""
+    yield
+
+
 class HTTPProtocol(asyncio.Protocol):
     __slots__ = (
         "_state",
@@ -73,6 +94,11 @@ class HTTPProtocol(asyncio.Protocol):
         "_exchange",
         "_body",
         "_deadline",
+        "_until",
+        "_body_deadline",
+        "_send_deadline",
+        "_send_mark",
+        "_handler_left",
         "_gate",
         "_lost",
         "_read_paused",
@@ -95,11 +121,17 @@ class HTTPProtocol(asyncio.Protocol):
             max_head_size=config.max_head_size,
             max_url_size=config.max_url_size,
             max_body_size=config.max_body_size,
+            # lenient_framing=config.lenient_framing,  (wired once connection.py takes it)
         )
         self._phase = IDLE
         self._exchange: Exchange | None = None
         self._body: BodyStream | None = None
         self._deadline: float | None = None
+        self._until: float | None = None
+        self._body_deadline: float | None = None
+        self._send_deadline: float | None = None
+        self._send_mark = 0
+        self._handler_left: float | None = None
         self._gate: WriteGate | None = None
         self._lost = False
         self._read_paused = 0
@@ -162,7 +194,7 @@ class HTTPProtocol(asyncio.Protocol):
         state = self._state
         state.connections.discard(self)
         state.rejected.discard(self)
-        self._deadline = None
+        self._deadline = self._until = self._body_deadline = self._send_deadline = None
         if self._body is not None:
             self._body.fail(ClientDisconnected("client disconnected"))
             self._body = None
@@ -176,10 +208,16 @@ class HTTPProtocol(asyncio.Protocol):
         if self._gate is None:
             self._gate = WriteGate()
         self._gate.pause()
+        self._watch_send()
 
     def resume_writing(self) -> None:
         if self._gate is not None:
             self._gate.resume()
+        if self._phase == CLOSING:
+            self._watch_send(renew=True)  # a closed transport still flushing
+        elif self._send_deadline is not None:
+            self._send_deadline = None
+            self._refresh_deadline()
 
     # -- reading ----------------------------------------------------------
 
@@ -205,9 +243,11 @@ class HTTPProtocol(asyncio.Protocol):
                     body = self._body
                     if body is not None:
                         body.feed(event.data)  # type: ignore[union-attr]
-                        if phase == DISCARD and body.received - self._discard_from > DRAIN_LIMIT:
-                            self._close(linger=False)
-                            return
+                        if phase == DISCARD:
+                            if body.received - self._discard_from > DRAIN_LIMIT:
+                                self._close(linger=False)
+                                return
+                            self._arm(self._state.config.body_timeout)
                 elif kind is h11.EndOfMessage:
                     self._end_of_body()
                 elif kind is h11.Request:
@@ -235,7 +275,12 @@ class HTTPProtocol(asyncio.Protocol):
         conn = self._conn
         state = self._state
         self._phase = BUSY
-        self._deadline = None
+        timeout = state.handler_timeout
+        if timeout is None:
+            self._until = None
+            self._deadline = self._send_deadline
+        else:
+            self._arm(timeout)
         self._pipelined = 0
         self._pending = False
         body = None
@@ -253,7 +298,16 @@ class HTTPProtocol(asyncio.Protocol):
             client=self._client,
             scheme=state.scheme,
         )
-        exchange = self._exchange = Exchange(self, conn, state, request)
+        limit = state.max_concurrency
+        if limit is not None and state.active >= limit:
+            # Load shedding: answered at once, never queued; the connection
+            # stays usable. The server's clock logs the count once a second.
+            state.shed += 1
+            exchange = Exchange(self, conn, state, request, state.shed_handler, counted=False)
+        else:
+            state.active += 1
+            exchange = Exchange(self, conn, state, request, state.handler)
+        self._exchange = exchange
         if _EAGER_TASKS:
             exchange.task = asyncio.Task(  # type: ignore[call-arg]
                 exchange.run(), loop=self._loop, eager_start=True
@@ -278,12 +332,31 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _on_bad_request(self, error: RequestError) -> None:
         if self._exchange is not None:
-            # Bad framing in a body the handler is reading: its reads fail; the
-            # exchange answers if it still can, then the connection closes.
-            if self._body is not None:
-                self._body.fail(ClientDisconnected(error.reason))
+            # Bad framing in the body of a request being handled: the handler's
+            # reads fail with the error. If no response has started, the
+            # connection answers it now; otherwise the response in progress
+            # ends and the connection closes (nothing after it can be framed).
+            body = self._body
+            if self._eof:
+                # The client closed its side mid-body: it left, it did not lie.
+                if body is not None:
+                    self._body = None
+                    body.fail(ClientDisconnected("client closed the connection mid-body"))
+                self._pause_reading(_PAUSE_PIPELINE)
+                return
+            if body is not None:
                 self._body = None
-            self._pause_reading(_PAUSE_PIPELINE)
+                body.fail(
+                    BadRequestBody(error.reason)
+                    if error.status == 400
+                    else HTTPException(error.status, error.reason)
+                )
+            if self._conn.can_answer:
+                self._detach_exchange(cancel=False)
+                self._refuse(error)
+            else:
+                self._log_refusal(error)
+                self._pause_reading(_PAUSE_PIPELINE)
             return
         if self._eof and self._phase in (IDLE, HEAD):
             # The client closed mid-head; it may still read, but an answer to
@@ -294,16 +367,22 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _refuse(self, error: RequestError, log: bool = True) -> None:
         if log:
-            error_log.info(
-                "%s from %s: %s",
-                error.status,
-                self._client[0] if self._client else "-",
-                error.reason,
-            )
+            self._log_refusal(error)
         data = self._conn.send_error(error.status, error.reason, self.base_headers())
         if data and self._transport is not None:
             self._transport.write(data)
         self._close(linger=True)
+
+    def _log_refusal(self, error: RequestError) -> None:
+        error_log.info(
+            "%s from %s: %s", error.status, self._client[0] if self._client else "-", error.reason
+        )
+
+    def _detach_exchange(self, cancel: bool) -> None:
+        exchange = self._exchange
+        if exchange is not None:
+            self._exchange = None
+            exchange.detach(cancel)
 
     # -- the exchange's channel -------------------------------------------
 
@@ -344,7 +423,12 @@ class HTTPProtocol(asyncio.Protocol):
             except Exception as exc:  # a broken callback must not break the connection
                 error_log.error("disconnect callback failed", exc_info=exc)
 
-    def write(self, data: bytes) -> None:
+    @property
+    def write_paused(self) -> bool:
+        gate = self._gate
+        return gate is not None and gate.paused
+
+    def write(self, data: Any) -> None:
         if data and not self._lost and self._transport is not None:
             self._transport.write(data)
 
@@ -352,8 +436,15 @@ class HTTPProtocol(asyncio.Protocol):
         gate = self._gate
         if gate is not None:
             await gate.wait()
-        elif self._lost:
+        # A reset can surface inside transport.write(): the transport is then
+        # closing while connection_lost is only scheduled. Count it as gone,
+        # or a writer that never awaits would spin on a dead socket.
+        transport = self._transport
+        if self._lost or transport is None or transport.is_closing():
             raise ClientDisconnected("client disconnected")
+        # One loop turn per chunk even when the socket takes everything: a
+        # body that never waits must not starve the other connections.
+        await _yield()
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         """Send `count` bytes of file `fd` from `offset`: zero-copy with
@@ -414,6 +505,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def exchange_finished(self, clean: bool) -> None:
         self._exchange = None
+        self._body_deadline = self._handler_left = None
         if self._lost:
             return
         conn = self._conn
@@ -429,7 +521,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._phase = DISCARD
             self._discard_from = body.received
             body.discard()
-            self._arm(self._state.config.header_timeout)
+            self._arm(self._state.config.body_timeout)
         else:
             self._close(linger=not conn.request_complete)
 
@@ -458,6 +550,28 @@ class HTTPProtocol(asyncio.Protocol):
         if self._conn.waiting_for_continue:
             self.write(self._conn.send_continue())
 
+    def body_wait(self, waiting: bool) -> None:
+        """A handler starts or stops waiting for body bytes: body_timeout runs
+        for the gap, and the handler's own clock stops meanwhile."""
+        if self._lost:
+            return
+        now = self._loop.time()
+        busy = self._phase == BUSY
+        if waiting:
+            until = self._until
+            if busy and until is not None:
+                self._handler_left = max(0.0, until - now)
+                self._until = None
+            self._body_deadline = now + self._state.config.body_timeout
+        else:
+            self._body_deadline = None
+            left = self._handler_left
+            if left is not None:
+                self._handler_left = None
+                if busy:
+                    self._until = now + left
+        self._refresh_deadline()
+
     def _pause_reading(self, reason: int) -> None:
         if not self._read_paused and not self._lost and self._transport is not None:
             self._transport.pause_reading()
@@ -473,20 +587,108 @@ class HTTPProtocol(asyncio.Protocol):
     # -- timers and closing -----------------------------------------------
 
     def _arm(self, delay: float) -> None:
-        self._deadline = self._loop.time() + delay
+        """Set the phase deadline `delay` seconds from now."""
+        until = self._until = self._loop.time() + delay
+        send = self._send_deadline
+        self._deadline = until if send is None or until < send else send
+
+    def _refresh_deadline(self) -> None:
+        best = self._until
+        for deadline in (self._body_deadline, self._send_deadline):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        self._deadline = best
+
+    def _watch_send(self, renew: bool = False) -> None:
+        """Start send_timeout (kept if running, unless `renew`): unsent bytes
+        must start to leave before it passes."""
+        transport = self._transport
+        if self._lost or transport is None or (self._send_deadline is not None and not renew):
+            return
+        self._send_mark = transport.get_write_buffer_size()
+        self._send_deadline = self._loop.time() + self._state.config.send_timeout
+        self._refresh_deadline()
 
     def deadline_passed(self) -> None:
         """Called by the server's clock once `_deadline` is behind it."""
         self._deadline = None
-        if self._lost:
+        transport = self._transport
+        if self._lost or transport is None:
             return
+        config = self._state.config
+        now = self._loop.time()
+        send = self._send_deadline
+        if send is not None and send <= now:
+            size = transport.get_write_buffer_size()
+            if size == 0 or size < self._send_mark:
+                # Progress (or all sent): the client reads, however slowly.
+                self._send_mark = size
+                self._send_deadline = None if size == 0 else now + config.send_timeout
+            else:
+                error_log.info(
+                    "closing the connection of %s: it read nothing for %gs (send_timeout)",
+                    self._client[0] if self._client else "-",
+                    config.send_timeout,
+                )
+                self.abort()
+                return
         phase = self._phase
-        if phase == HEAD:
-            self._refuse(RequestError(408, "Request head not received in time"))
-        elif phase == IDLE or phase == DISCARD:
+        until = self._until
+        if phase == BUSY:
+            body = self._body_deadline
+            if body is not None and body <= now:
+                self._body_timed_out()
+                return
+            if until is not None and until <= now:
+                self._until = None
+                if self._conn.can_answer:
+                    self._handler_timed_out()
+                    return
+        elif until is not None and until <= now:
+            self._until = None
+            if phase == HEAD:
+                self._refuse(RequestError(408, "Request head not received in time"))
+                return
+            if phase == IDLE:
+                self._close(linger=False)
+                return
+            if phase == DISCARD:
+                self._log_refusal(RequestError(408, "request body not received in time"))
+                self._close(linger=False)
+                return
+            if phase == CLOSING:
+                transport.close()
+                if transport.get_write_buffer_size():
+                    self._watch_send()
+        self._refresh_deadline()
+
+    def _body_timed_out(self) -> None:
+        self._body_deadline = None
+        body = self._body
+        if body is not None:
+            self._body = None
+            body.fail(ClientDisconnected("request body not received in time"))
+        error = RequestError(408, "Request body not received in time")
+        if self._conn.can_answer:
+            self._detach_exchange(cancel=False)
+            self._refuse(error)
+        else:
+            self._log_refusal(error)
             self._close(linger=False)
-        elif phase == CLOSING and self._transport is not None:
-            self._transport.close()
+
+    def _handler_timed_out(self) -> None:
+        exchange = self._exchange
+        timeout = self._state.handler_timeout
+        if exchange is not None:
+            request = exchange.request
+            error_log.warning(
+                "handler did not answer %s %s within %gs (handler_timeout): cancelled, 504",
+                request.method,
+                request.target.decode("latin-1"),
+                timeout,
+            )
+        self._detach_exchange(cancel=True)
+        self._refuse(RequestError(504, "Handler did not answer in time"), log=False)
 
     def _close(self, linger: bool) -> None:
         """Close after what was written is sent. With `linger`, shut the write
@@ -510,7 +712,12 @@ class HTTPProtocol(asyncio.Protocol):
                 transport.resume_reading()
             self._arm(LINGER_S)
         else:
+            self._until = None
             transport.close()
+            if transport.get_write_buffer_size():
+                self._watch_send()
+            else:
+                self._refresh_deadline()
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle or lingering, else after

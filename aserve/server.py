@@ -32,6 +32,8 @@ from .connection import HeaderTriples
 from .errors import ConfigError, ListenError
 from .exchange import Handler
 from .protocol import LINGER_S, HTTPProtocol
+from .request import Request
+from .response import PlainTextResponse, Response
 
 logger = logging.getLogger("aserve.error")
 
@@ -43,6 +45,11 @@ class ServerState:
         "config",
         "loop",
         "handler",
+        "shed_handler",
+        "handler_timeout",
+        "max_concurrency",
+        "active",
+        "shed",
         "debug",
         "access_log",
         "scheme",
@@ -57,6 +64,13 @@ class ServerState:
         self.config = config
         self.loop = loop
         self.handler = handler
+        self.shed_handler = _overloaded(config.retry_after)
+        self.handler_timeout = config.handler_timeout
+        self.max_concurrency = config.max_concurrency
+        #: Requests being handled now (counted by the connections).
+        self.active = 0
+        #: Requests refused with 503 by max_concurrency since the clock last logged.
+        self.shed = 0
         self.debug = config.debug
         self.access_log = config.access_log
         self.scheme = "http"
@@ -80,6 +94,16 @@ class ServerState:
     def connection_closed(self) -> None:
         if self.shutting_down and not self.connections:
             self.all_closed.set()
+
+
+def _overloaded(retry_after: int | None) -> Handler:
+    """The handler of a request past max_concurrency: 503 at once."""
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+
+    async def overloaded(request: Request) -> Response:
+        return PlainTextResponse("Server busy, try again later\n", status=503, headers=headers)
+
+    return overloaded
 
 
 class Server:
@@ -286,6 +310,13 @@ class Server:
         if second != self._date_second:
             self._date_second = second
             state.refresh_base_headers()
+        if state.shed:
+            logger.warning(
+                "refused %d request(s) with 503: %d being handled (max_concurrency)",
+                state.shed,
+                state.max_concurrency or 0,
+            )
+            state.shed = 0
         now = loop.time()
         for protocol in (*state.connections, *state.rejected):
             deadline = protocol._deadline
@@ -300,7 +331,16 @@ class Server:
 def clock_interval(config: Config) -> float:
     """How often deadlines are checked: a quarter of the shortest timeout, so a
     timeout fires at most 25% late, between 10 ms and 1 s."""
-    shortest = min(config.header_timeout, config.keep_alive_timeout, LINGER_S)
+    timeouts = [
+        config.header_timeout,
+        config.body_timeout,
+        config.send_timeout,
+        config.keep_alive_timeout,
+        LINGER_S,
+    ]
+    if config.handler_timeout is not None:
+        timeouts.append(config.handler_timeout)
+    shortest = min(timeouts)
     return max(0.01, min(1.0, shortest / 4))
 
 
