@@ -1,15 +1,22 @@
 """One request/response exchange: await the handler, then send its response.
 
 An `Exchange` runs as one task per request. It turns what the handler does
-into bytes on the connection: a response in hand goes out in one write; a
-streamed one goes chunk by chunk with `await channel.drain()` between chunks,
-so it never runs ahead of the socket. It turns what goes wrong into answers:
+into bytes on the connection: a small response in hand goes out in one write
+(then waits for the socket only if it is behind); a large one goes out in
+slices of the one buffer, never copied; a streamed one goes chunk by chunk
+with `await channel.drain()` between chunks, so it never runs ahead of the
+socket and gives the loop a turn per chunk. It turns what goes wrong into answers:
 `HTTPException` -> its status, any other exception -> 500 (logged; the
 traceback reaches the client only with `debug`), an error after the head went
 out -> the connection is closed, because the framing can no longer be trusted.
 
 It talks to its connection through the small `Channel` protocol below and
-never touches the transport or h11 directly.
+never touches the transport or h11 directly. When the connection answers for
+it (a deadline, bad framing), the exchange is detached: its channel becomes
+`DETACHED`, which drops what the handler still writes.
+
+`settings.active` counts the requests being handled (for `max_concurrency`);
+an exchange releases its count once, when it ends or is detached.
 """
 
 from __future__ import annotations

@@ -155,8 +155,10 @@ class HTTPProtocol(asyncio.Protocol):
             self._client = peer if len(peer) == 2 else (peer[0], peer[1])
         limit = state.config.max_connections
         if state.shutting_down or (limit is not None and len(state.connections) >= limit):
+            # One write and no Request; the server's clock logs the count once
+            # a second, so that a flood of connections is not a flood of lines.
             state.rejected.add(self)
-            error_log.warning("refusing a connection: %d open (max_connections)", limit or 0)
+            state.refused += 1
             self._refuse(RequestError(503, "Server busy, try again later"), log=False)
             return
         state.connections.add(self)

@@ -50,6 +50,7 @@ class ServerState:
         "max_concurrency",
         "active",
         "shed",
+        "refused",
         "debug",
         "access_log",
         "scheme",
@@ -71,6 +72,8 @@ class ServerState:
         self.active = 0
         #: Requests refused with 503 by max_concurrency since the clock last logged.
         self.shed = 0
+        #: Connections refused with 503 by max_connections since the clock last logged.
+        self.refused = 0
         self.debug = config.debug
         self.access_log = config.access_log
         self.scheme = "http"
@@ -317,6 +320,13 @@ class Server:
                 state.max_concurrency or 0,
             )
             state.shed = 0
+        if state.refused:
+            logger.warning(
+                "refused %d connection(s) with 503: %d open (max_connections)",
+                state.refused,
+                len(state.connections),
+            )
+            state.refused = 0
         now = loop.time()
         for protocol in (*state.connections, *state.rejected):
             deadline = protocol._deadline

@@ -9,6 +9,7 @@ off: a body that keeps arriving and a download that keeps moving both finish.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 import time
@@ -356,6 +357,33 @@ async def test_shed_request_with_a_body_keeps_the_connection_framed(
         await holder.response()
         await other.send(b"POST /x HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nabc")
         assert (await other.response()).body == b"abc"
+
+
+async def test_refusals_are_logged_as_one_line_a_second(
+    serve: ServeFactory, connect: ConnectFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aserve.error")
+    async with serve(echo_length, max_connections=1) as server:
+        holder = await connect(server.port)
+        await holder.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert (await holder.response()).status == 200
+        for _ in range(5):
+            events = await exchange(server.port, b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+            assert replies(events)[0].status == 503
+
+        def counted() -> list[int]:
+            return [
+                int(r.getMessage().split()[1])
+                for r in caplog.records
+                if r.getMessage().startswith("refused ") and "max_connections" in r.getMessage()
+            ]
+
+        async with asyncio.timeout(READ_TIMEOUT):
+            while sum(counted()) < 5:
+                await asyncio.sleep(0.05)
+    # Five refusals, counted in the clock's once-a-second line (two if a tick
+    # fell between them), never a line each.
+    assert sum(counted()) == 5 and len(counted()) <= 2, counted()
 
 
 # --------------------------------------------------------------------------- defects
