@@ -280,6 +280,11 @@ class Exchange:
             return True
         except ClientDisconnected:
             return False
+        except HTTPException as exc:
+            # The request body the stream was reading turned out bad (framing,
+            # size): the client's fault, one line and no traceback.
+            error_log.info("streamed response cut short: %s", exc)
+            return False
         except Exception as exc:
             if not channel.disconnected:
                 error_log.error("streamed body failed after the response started", exc_info=exc)

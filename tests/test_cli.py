@@ -313,7 +313,9 @@ def test_version_and_help(tmp_path: Path) -> None:
 BAD: list[tuple[list[str], dict[str, str], str]] = [
     (["--port", "abc"], {}, "expected an integer, got 'abc'"),
     (["--port", "99999"], {}, "port must be between 0 and 65535"),
-    (["--keep-alive-timeout", "-1"], {}, "keep_alive_timeout must be a finite number of seconds above 0"),
+    (["--keep-alive-timeout", "-1"], {}, "keep_alive_timeout must be a finite number of seconds"),
+    (["--handler-timeout", "nan"], {}, "handler_timeout must be a finite number of seconds"),
+    (["--header-timeout", "inf"], {}, "header_timeout must be a finite number of seconds"),
     (["--max-head-size", "10"], {}, "max_head_size must be at least 256"),
     (["--loop", "bogus"], {}, "invalid choice: 'bogus'"),
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
