@@ -44,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import struct
 import sys
 from collections.abc import Callable
 from types import coroutine
@@ -76,6 +78,7 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 _HAS_SENDFILE = hasattr(os, "sendfile")
 SENDFILE_CHUNK = 1024 * 1024
 READ_CHUNK = 256 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 @coroutine
@@ -632,7 +635,7 @@ class HTTPProtocol(asyncio.Protocol):
                     self._client[0] if self._client else "-",
                     config.send_timeout,
                 )
-                self.abort()
+                self._reset()
                 return
         phase = self._phase
         until = self._until
@@ -730,6 +733,19 @@ class HTTPProtocol(asyncio.Protocol):
                 self._transport.close()
         elif phase != BUSY:
             self._close(linger=False)
+
+    def _reset(self) -> None:
+        """Abort with a reset (RST): a plain close would leave the kernel an
+        orphan socket still trying to deliver the unsent bytes to a client that
+        reads nothing, and the client none the wiser."""
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except (OSError, AttributeError, TypeError):
+                pass  # not a TCP socket (a pipe in tests): a plain abort will do
+        self.abort()
 
     def abort(self) -> None:
         if self._exchange is not None and self._exchange.task is not None:

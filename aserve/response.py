@@ -383,9 +383,10 @@ class EventSourceResponse(StreamingResponse):
             events = _iterate_in_thread(content)  # type: ignore[arg-type]
         super().__init__(_event_stream(events, ping_interval), status=status, headers=headers)
         raw = self.raw_headers
+        # Events are never stored by caches (no-cache without a validator would
+        # be a contradiction); buffering proxies (nginx) would hold them back.
         if not _has(raw, b"cache-control"):
-            raw.append((b"cache-control", b"no-cache"))
-        # Buffering proxies (nginx) would otherwise hold events back.
+            raw.append((b"cache-control", b"no-store"))
         if not _has(raw, b"x-accel-buffering"):
             raw.append((b"x-accel-buffering", b"no"))
 

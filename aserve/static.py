@@ -785,7 +785,7 @@ class StaticFiles:
         headers: RawHeaders = [
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", b"%d" % len(page)),
-            (b"cache-control", b"no-cache"),
+            (b"cache-control", b"no-store"),
         ]
         return _Answer(200, headers, body)
 

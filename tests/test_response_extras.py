@@ -106,7 +106,7 @@ async def test_event_source_streams_events_with_keep_alive_pings() -> None:
 
     async with TestClient(app) as client, client.stream("GET", "/events") as response:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["cache-control"] == "no-store"
         received = b""
         async for chunk in response.aiter_bytes():
             received += chunk
