@@ -9,22 +9,46 @@ deserves. Responses go out as bytes from `send_full()`, `send_head()`,
 
 This module never imports asyncio: it is tested with tables of bytes.
 
+Strictness. h11 stays the one parser and state machine; where it is lenient
+with requests, small checks beside it refuse what RFC 9110 and RFC 9112 call
+invalid (each check cites its section):
+- a request head is checked once, as raw bytes, just before h11 parses it: one
+  anchored regex over the head finds control characters, bare CR, bare LF and
+  obsolete line folding (`lenient_framing` lets the last two through);
+- the fields of h11's `Request` are checked in the pass `_inspect` makes anyway:
+  version, Host, request-target form, CONNECT, Transfer-Encoding, limits;
+- a chunked body's framing lines are followed as the bytes arrive
+  (`_follow_chunks`), so a chunk larger than the body limit is refused before
+  its data, and chunk extensions and trailers get the grammar h11 skips.
+Only a chunked request pays for the last; the first two add about 3% to what
+a keep-alive GET costs through this class (less than a regex pass of h11's own).
+
 Hot path notes (measured, see benchmarks/README.md):
 - h11 validates every header of every `h11.Response` with regexes unless it is
   handed an already-built `h11._headers.Headers`; response headers are checked
   once where they are made (`aserve.headers.encode_header`), so here they are
   wrapped as a ready `Headers` and h11's second pass is skipped.
 - One `EndOfMessage` instance serves every response (h11 events are immutable).
+- A request head is checked where it lies, in h11's receive buffer, not copied.
+
+The first and the last use h11's private names (`Headers`, its `_full_items`,
+the receive buffer's `_data` and `_extract`). They are tried once at import; if
+one is missing or behaves differently (a new h11 release), or the environment
+sets ASERVE_H11_PUBLIC_ONLY=1, the same checks run on h11's public API instead
+(`trailing_data`, plain header lists): slower, equally strict.
 """
 
 from __future__ import annotations
 
+import importlib
+import ipaddress
+import os
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import h11
-from h11._headers import Headers as _H11Headers
 
 NEED_DATA: Final = h11.NEED_DATA
 PAUSED: Final = h11.PAUSED
@@ -41,6 +65,115 @@ _CLOSE_HEADER: Final = (b"connection", b"connection", b"close")
 _KEEP_ALIVE_HEADER: Final = (b"connection", b"connection", b"keep-alive")
 
 
+def _private_h11() -> Any:
+    """h11's `Headers` class if the private names used here work as expected, else None."""
+    try:
+        headers_class = importlib.import_module("h11._headers").Headers
+        probe = h11.Connection(h11.SERVER)
+        probe.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\nx")
+        buffer = probe._receive_buffer
+        if not isinstance(buffer._data, bytearray) or buffer._data[:4] != b"GET ":
+            return None
+        event = probe.next_event()
+        if type(event) is not h11.Request or event.headers._full_items != [
+            (b"Host", b"host", b"a")
+        ]:
+            return None
+        buffer._extract(2)
+        if buffer._data != b"x":
+            return None
+        h11.Response(
+            status_code=200, headers=headers_class([(b"A", b"a", b"b")]), reason=b"", _parsed=True
+        )
+    except Exception:
+        return None
+    return headers_class
+
+
+_H11Headers: Final[Any] = (
+    None if os.environ.get("ASERVE_H11_PUBLIC_ONLY", "") not in ("", "0") else _private_h11()
+)
+#: Whether h11's private names are used (the fast path); else only its public API.
+PRIVATE_H11: Final = _H11Headers is not None
+
+# -- grammar --------------------------------------------------------------------
+
+# RFC 9110 5.6.2 token; 5.6.4 quoted-string (qdtext / quoted-pair, obs-text allowed).
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+
+# A request head, matched in place before h11 parses it. Every line: no control
+# character but HTAB (RFC 9110 5.5), CRLF at its end and nowhere else (RFC 9112
+# 2.2: no bare CR, no bare LF), no whitespace first (RFC 9112 5.2: obs-fold; 2.2:
+# whitespace before the first field line). Group 1 is the empty line ending the
+# head: when it took part, the head is complete and clean; when not, the match
+# stops at the first line that is unfinished or faulty.
+_STRICT_HEAD: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+\r\n)*+(\r\n)?")
+# lenient_framing: bare LF ends a line and obs-fold continues one, as h11 reads
+# them; control characters and bare CR are refused all the same.
+_LENIENT_HEAD: Final = re.compile(rb"(?:[\t\x20-\x7e\x80-\xff]++\r?\n)*+(\r?\n)?")
+_STRICT_LINE: Final = re.compile(rb"[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+\r\n")
+_LENIENT_LINE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]++\r?\n")
+_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9112 3: request-line = method SP request-target SP HTTP-version
+_VERSION_END: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r?\n")
+
+# RFC 9112 7.1 and 7.1.1: chunk-size [ chunk-ext ] CRLF, where chunk-ext is
+# *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ) and a value is
+# a token or a quoted-string. Nothing else, no whitespace elsewhere.
+_CHUNK_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*\r\n"
+)
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]+")
+
+# RFC 9112 3.2, RFC 9110 7.2: Host = uri-host [ ":" port ] (RFC 3986 3.2.2): a
+# reg-name (unreserved, pct-encoded, sub-delims; possibly empty) or an IP literal
+# in brackets. No userinfo, path, whitespace or second value.
+_HOST: Final = re.compile(
+    rb"(?:(?:[-A-Za-z0-9._~!$&'()*+,;=]++|%[0-9A-Fa-f]{2})*+"
+    rb"|\[([0-9A-Fa-f:.]+)\]|\[v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+\])(?::[0-9]*+)?"
+)
+# RFC 9112 3.2.2: absolute-form, a URI scheme (RFC 3986 3.1) and an authority;
+# without "//", "host:port" would pass for one (authority-form, CONNECT only).
+_ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://")
+
+# RFC 9112 7 / 6.1: transfer-coding = token *( OWS ";" OWS transfer-parameter ),
+# transfer-parameter = token BWS "=" BWS ( token / quoted-string ), in a
+# comma-separated list whose empty elements are ignored (RFC 9110 5.6.1).
+_CODING_ITEM: Final = re.compile(
+    rb"[ \t]*(?:("
+    + _TOKEN
+    + rb")((?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))*))?[ \t]*(,|\Z)"
+)
+# Only read when h11 refused a Transfer-Encoding, from the head it refused.
+_TE_LINE: Final = re.compile(rb"^(transfer-encoding:)[ \t]*(.*?)[ \t]*(\r?)$", re.I | re.M)
+_CL_LINE: Final = re.compile(rb"^content-length:", re.I | re.M)
+_FOLD: Final = re.compile(rb"\r?\n[ \t]+")
+
+#: Empty lines ignored before a request line (RFC 9112 2.2 asks for one at least).
+MAX_EMPTY_LINES: Final = 4
+#: Longest chunk-size line, extensions included.
+MAX_CHUNK_LINE: Final = 4096
+#: A chunk size with more hex digits is absurd (16 already reach 2**64).
+MAX_CHUNK_DIGITS: Final = 16
+_BODY_LIMIT: Final = 2**63 - 1
+
+# Where a chunked request body is, as its bytes arrive (`_follow_chunks`).
+_OFF, _SIZE_LINE, _DATA, _DATA_END, _TRAILER = range(5)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestError:
     """The request cannot be served: answer `status` with `reason`, then close."""
@@ -49,11 +182,17 @@ class RequestError:
     reason: str
 
 
+_Next = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] | RequestError
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
+
+
 class HTTPConnection:
     """One server-side HTTP/1.1 connection over h11, as a sans-IO object.
 
     After a `h11.Request` event the attributes `content_length`, `chunked`,
     `is_head`, `keep_alive_10` and `header_pairs` describe that request.
+    `lenient_framing` accepts obs-fold and bare LF line ends in request heads
+    and trailers (RFC 9112 5.2, 2.2), which are refused by default.
     """
 
     __slots__ = (
@@ -61,6 +200,20 @@ class HTTPConnection:
         "_max_head_size",
         "_max_url_size",
         "_max_body_size",
+        "_lenient",
+        "_head_re",
+        "_line_re",
+        "_at_head",
+        "_scan_from",
+        "_searched",
+        "_empty_lines",
+        "_error",
+        "_host_ok",
+        "_framing",
+        "_left",
+        "_line",
+        "_body_room",
+        "_trailer_size",
         "content_length",
         "chunked",
         "is_head",
@@ -68,11 +221,37 @@ class HTTPConnection:
         "header_pairs",
     )
 
-    def __init__(self, *, max_head_size: int, max_url_size: int, max_body_size: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        max_head_size: int,
+        max_url_size: int,
+        max_body_size: int | None,
+        lenient_framing: bool = False,
+    ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
         self._max_url_size = max_url_size
         self._max_body_size = max_body_size
+        self._lenient = lenient_framing
+        self._head_re = _LENIENT_HEAD if lenient_framing else _STRICT_HEAD
+        self._line_re = _LENIENT_LINE if lenient_framing else _STRICT_LINE
+        # Waiting for a request head (h11's client state is IDLE).
+        self._at_head = True
+        # An unfinished head: its clean complete lines end at _scan_from, and
+        # no LF came before _searched (neither is scanned twice).
+        self._scan_from = 0
+        self._searched = 0
+        self._empty_lines = 0
+        # Once refused, always refused: h11 is never asked to go on.
+        self._error: RequestError | None = None
+        # The last Host value found valid: a keep-alive client repeats it.
+        self._host_ok: bytes | bytearray = b""
+        self._framing = _OFF
+        self._left = 0
+        self._line: bytearray | None = None
+        self._body_room = 0  # what the chunk sizes to come may add up to
+        self._trailer_size = 0
         self.content_length: int | None = None
         self.chunked = False
         self.is_head = False
@@ -83,37 +262,181 @@ class HTTPConnection:
 
     def receive(self, data: bytes) -> None:
         """Feed bytes from the socket; `b""` means the client closed its side."""
+        if self._framing and data:
+            walked = self._follow_chunks(data)
+            if walked:  # else held back (an unfinished framing line) or refused
+                self._h11.receive_data(walked)
+            return
         self._h11.receive_data(data)
 
-    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] | RequestError:
+    def next_event(self) -> _Next:
+        if self._error is not None:
+            return self._error
+        if self._at_head:
+            return self._next_head()
         if self.keep_alive_10 and self._h11.their_state is h11.MUST_CLOSE:
             # An HTTP/1.0 keep-alive request is complete; h11 would call the next
             # one an error, but it waits for start_next_cycle() like any other.
             return PAUSED
         try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 501:
+                # Only a trailer field makes h11 say so after the head: framing
+                # fields have no place there (RFC 9110 6.5.1).
+                return self._refuse(400, "Transfer-Encoding in trailer section")
+            return self._refuse(exc.error_status_hint, _reason_text(str(exc)))
+
+    def _next_head(self) -> _Next:
+        buf = self._h11._receive_buffer._data if PRIVATE_H11 else self._h11.trailing_data[0]
+        head: bytes | bytearray = b""
+        if buf and buf[0] < 0x21:
+            early = self._before_request_line(buf)
+            if early is not None:
+                return early
+            buf = self._unparsed()
+        if buf:
+            if self._searched and buf.find(b"\n", self._searched) < 0:
+                # No new line since the last look: nothing more to check yet.
+                self._searched = len(buf)
+            else:
+                match = self._head_re.match(buf, self._scan_from)
+                assert match is not None  # the pattern matches the empty string
+                end = match.end()
+                if match.lastindex:
+                    if end > self._max_head_size:
+                        return self._refuse(*self._too_large(buf))
+                    # Kept only for a Transfer-Encoding that h11 refuses.
+                    head = buf[:end]
+                else:
+                    newline = buf.find(b"\n", end)
+                    if newline >= 0:
+                        return self._refuse(400, self._head_fault(buf, end, newline))
+                    if end and not self._scan_from:
+                        # The request line is in, the head is not: h11 reads the
+                        # line only with the whole head, which a line without a
+                        # version (HTTP/0.9) never sends (RFC 9112 3).
+                        line_end = buf.find(b"\n")
+                        version = _VERSION_END.search(buf, max(0, line_end - 10), line_end + 1)
+                        if version is None:
+                            return self._refuse(400, "Invalid request line")
+                    self._scan_from = end
+                    self._searched = len(buf)
+        try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            return self._refusal(exc)
+            return self._head_refused(exc, head)
         if type(event) is h11.Request:
-            return self._inspect(event)
+            return self._inspect(event, head)
         return event
 
-    def _inspect(self, event: h11.Request) -> h11.Request | RequestError:
+    def _before_request_line(
+        self, buf: bytes | bytearray
+    ) -> type[h11.NEED_DATA] | RequestError | None:
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line (CRLF)
+        # received before the request line; a few, not an endless stream.
+        skip = 0
+        size = len(buf)
+        while skip < size:
+            byte = buf[skip]
+            if byte == 10:
+                skip += 1
+            elif byte == 13 and skip + 1 < size and buf[skip + 1] == 10:
+                skip += 2
+            else:
+                break
+            self._empty_lines += 1
+            if self._empty_lines > MAX_EMPTY_LINES:
+                return self._refuse(400, "Too many empty lines before the request line")
+        lone_cr = skip == size - 1 and buf[skip] == 13
+        if skip:
+            self._drop(skip)
+        if lone_cr and not self._h11.trailing_data[1]:
+            return NEED_DATA  # a CR whose LF is still on its way
+        return None
+
+    def _head_fault(self, buf: bytes | bytearray, start: int, newline: int) -> str:
+        line = bytes(buf[start : newline + 1])
+        if line[:1] in (b" ", b"\t"):
+            if start == 0:
+                return "Whitespace before the request line"
+            if start == buf.find(b"\n") + 1:
+                # RFC 9112 2.2: whitespace between the start-line and the first field.
+                return "Whitespace before the first header field"
+        return _line_fault(line, "request head", self._lenient)
+
+    def _too_large(self, buf: bytes | bytearray) -> tuple[int, str]:
+        # 414 when the target is what is too long (RFC 9112 3), else 431 (RFC 6585 5).
+        line_end = buf.find(b"\n")
+        line = bytes(buf[: line_end if line_end >= 0 else len(buf)])
+        start = line.find(b" ") + 1
+        if start:
+            stop = line.find(b" ", start)
+            if (stop if stop >= 0 else len(line)) - start > self._max_url_size:
+                return 414, "Request target too long"
+        return 431, "Request head too large"
+
+    def _head_refused(self, exc: h11.RemoteProtocolError, head: bytes | bytearray) -> _Next:
+        status = exc.error_status_hint
+        if status == 431:
+            return self._refuse(*self._too_large(self._unparsed()))
+        if status == 501 and head:
+            return self._transfer_coding_refused(bytes(head))
+        return self._refuse(400, _reason_text(str(exc)))
+
+    def _transfer_coding_refused(self, head: bytes) -> _Next:
+        # h11 takes exactly "chunked" and refuses (501) anything else; RFC 9112
+        # says which of those deserve a 400, which a 501, and which are chunked.
+        if self._lenient:
+            head = _FOLD.sub(b" ", head)
+        values = [m.group(2) for m in _TE_LINE.finditer(head)]
+        if not values or [v.lower() for v in values] == [b"chunked"]:
+            return self._refuse(501, "Transfer-Encoding not supported")
+        refusal = _coding_refusal(values, _CL_LINE.search(head) is not None)
+        if refusal is not None:
+            return self._refuse(*refusal)
+        # Plain chunked written with empty list elements (", chunked"): let h11
+        # read the head again with the value it understands.
+        head = _TE_LINE.sub(rb"\1 chunked\3", head)
+        rest, closed = self._h11.trailing_data
+        self._rebuild(head + rest, closed)
+        return self._next_head()
+
+    def _inspect(self, event: h11.Request, head: bytes | bytearray) -> h11.Request | RequestError:
+        self._at_head = False
+        method = event.method
+        # Set first: an error answer to HEAD has no body either.
+        self.is_head = method == b"HEAD"
+        version = event.http_version
+        if version != b"1.1" and version != b"1.0":
+            return self._refuse(505, _version_refusal(event))
+        if method == b"CONNECT":
+            # RFC 9110 9.3.6: a tunnel, which nothing here can carry; h11 would
+            # switch protocols on any 2xx answer.
+            return self._refuse(501, "CONNECT is not supported")
+        target = event.target
+        if target[0] != 0x2F:  # not origin-form
+            refusal = _target_refusal(method, target)
+            if refusal is not None:
+                return self._refuse(400, refusal)
         content_length = None
         chunked = False
         keep_alive_10 = False
-        http_10 = event.http_version == b"1.0"
-        # h11 only limits a head that is still incomplete; one that arrived whole
-        # in a single read is measured here (request line + "name: value\r\n"s).
-        head_size = len(event.method) + len(event.target) + 14
+        http_10 = version == b"1.0"
+        host = None
         pairs = []
-        for _, name, value in event.headers._full_items:
-            head_size += len(name) + len(value) + 4
+        for _, name, value in (
+            event.headers._full_items
+            if PRIVATE_H11
+            else [(name, name, value) for name, value in event.headers]
+        ):
             pairs.append((name, value))
             if name == b"content-length":
                 content_length = int(value)  # h11 checked it is all digits
             elif name == b"transfer-encoding":
-                chunked = True  # h11 refuses (501) anything but chunked
+                chunked = True  # h11 let through exactly "chunked", once
+            elif name == b"host":
+                host = value  # h11 refused a second one
             elif http_10 and name == b"connection":
                 keep_alive_10 = b"keep-alive" in [t.strip() for t in value.lower().split(b",")]
         # The (lowercase name, value) pairs a Request exposes, built in the pass
@@ -122,31 +445,232 @@ class HTTPConnection:
         self.header_pairs = pairs
         self.content_length = content_length
         self.chunked = chunked
-        self.is_head = event.method == b"HEAD"
         self.keep_alive_10 = keep_alive_10
-        if head_size > self._max_head_size:
-            return RequestError(431, "Request head too large")
-        if chunked and content_length is not None:
-            # RFC 9112 6.1: a request with both is a smuggling attempt or a broken
-            # proxy; refusing it is the only answer that cannot be mis-framed.
-            return RequestError(400, "Content-Length and Transfer-Encoding together")
-        if len(event.target) > self._max_url_size:
-            return RequestError(414, "Request target too long")
+        if host is not None and host != self._host_ok:
+            if not _valid_host(host):
+                return self._refuse(400, "Malformed Host header")  # RFC 9112 3.2
+            self._host_ok = host
+        if chunked:
+            if content_length is not None:
+                # RFC 9112 6.1: a request with both is a smuggling attempt or a broken
+                # proxy; refusing it is the only answer that cannot be mis-framed.
+                return self._refuse(400, "Content-Length and Transfer-Encoding together")
+            if http_10:
+                # RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding; its framing is faulty.
+                return self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if len(target) > self._max_url_size:
+            return self._refuse(414, "Request target too long")
         limit = self._max_body_size
         if limit is not None and content_length is not None and content_length > limit:
-            return RequestError(413, f"Request body larger than {limit} bytes")
+            return self._refuse(413, f"Request body larger than {limit} bytes")
+        if chunked:
+            self._start_chunks(head)
+            if self._error is not None:
+                return self._error
         return event
 
-    def _refusal(self, exc: h11.RemoteProtocolError) -> RequestError:
-        status = exc.error_status_hint
-        if status == 431:
-            buffered = self._h11.trailing_data[0]
-            if b"\n" not in buffered[: self._max_url_size + 32]:
-                return RequestError(414, "Request target too long")
-            return RequestError(431, "Request head too large")
-        if status == 501:
-            return RequestError(501, "Transfer-Encoding not supported")
-        return RequestError(400, _reason_text(str(exc)))
+    # -- chunked request bodies -------------------------------------------
+    #
+    # From the head on, every byte of a chunked body reaches h11 through
+    # `_follow_chunks`, which walks its framing first: a chunk-size line is
+    # checked (and a chunk over the body limit refused) before h11 reads it or
+    # any of its data arrives. An unfinished framing line is held back until
+    # its LF comes, so h11 only ever sees lines that were checked; one that is
+    # valid but beyond what h11 reads (whitespace before ";") is passed on
+    # without its extensions, which h11 drops anyway.
+
+    def _start_chunks(self, head: bytes | bytearray) -> None:
+        self._framing = _SIZE_LINE
+        limit = self._max_body_size
+        self._body_room = _BODY_LIMIT if limit is None else limit
+        if PRIVATE_H11:
+            buf = self._h11._receive_buffer._data
+            if buf:
+                walked = self._follow_chunks(buf)
+                if walked is not buf:
+                    buf[:] = walked
+            return
+        rest, closed = self._h11.trailing_data
+        if rest:
+            walked = self._follow_chunks(rest)
+            if walked is not rest and self._error is None:
+                # h11's buffer cannot be edited through its public API: read
+                # the same head again on a fresh connection, then the walked bytes.
+                self._rebuild(bytes(head), False)
+                self._h11.next_event()
+                if walked:
+                    self._h11.receive_data(walked)
+                if closed:
+                    self._h11.receive_data(b"")
+
+    def _follow_chunks(self, data: _Bytes) -> _Bytes | bytes:
+        """Walk the framing of a chunked body through `data` (bytes that follow
+        those already walked); return what h11 may have of them: `data` itself,
+        or a copy without an unfinished line or with a line made readable."""
+        if self._error is not None:
+            self._framing = _OFF
+            return b""
+        state = self._framing
+        left = self._left
+        size = len(data)
+        i = 0
+        keep = 0  # data[keep:i] goes to h11 as it is
+        out: list[bytes | bytearray] | None = None
+        while i < size:
+            if state == _DATA:
+                if size - i < left:
+                    left -= size - i
+                    break
+                i += left
+                state = _DATA_END
+                left = 2
+            if state == _DATA_END:
+                # RFC 9112 7.1: chunk-data CRLF; anything else means the data
+                # was longer than its size said.
+                if left == 2 and size - i >= 2:
+                    if data[i] != 13 or data[i + 1] != 10:
+                        return self._chunk_fault(400, "Chunk data does not end with CRLF")
+                    i += 2
+                else:
+                    while left and i < size:
+                        if data[i] != (13 if left == 2 else 10):
+                            return self._chunk_fault(400, "Chunk data does not end with CRLF")
+                        i += 1
+                        left -= 1
+                    if left:
+                        break
+                state = _SIZE_LINE
+                if i == size:
+                    break
+            # A framing line: a chunk-size line or a field line of the trailer section.
+            newline = data.find(b"\n", i)
+            partial = self._line
+            if newline < 0:
+                if out is None:
+                    out = []
+                out.append(data[keep:i])
+                keep = size
+                if partial is None:
+                    partial = self._line = bytearray(data[i:])
+                else:
+                    partial += data[i:]
+                if state == _SIZE_LINE:
+                    if len(partial) > MAX_CHUNK_LINE:
+                        return self._chunk_fault(400, "Chunk extension too long")
+                elif self._trailer_size + len(partial) > self._max_head_size:
+                    return self._chunk_fault(431, "Request trailer section too large")
+                break
+            start = i
+            i = newline + 1
+            line: bytes | bytearray
+            if partial is None:
+                line = data[start:i]
+            else:
+                partial += data[start:i]
+                line = partial
+                self._line = None
+            if state == _SIZE_LINE:
+                match = _CHUNK_LINE.fullmatch(line)
+                if match is None or len(line) > MAX_CHUNK_LINE:
+                    return self._chunk_line_refused(line)
+                digits = match.end(1)
+                if digits > MAX_CHUNK_DIGITS:
+                    return self._chunk_fault(400, "Chunk size has too many digits")
+                chunk = int(line[:digits], 16)
+                if chunk > self._body_room:
+                    return self._chunk_too_large(chunk)
+                self._body_room -= chunk
+                readable = None
+                if line[digits] == 32 or line[digits] == 9:
+                    # BWS before ";" (RFC 9112 7.1.1), which h11 does not read:
+                    # it gets the size alone (it drops extensions anyway).
+                    readable = bytes(line[:digits]) + b"\r\n"
+                if chunk:
+                    state = _DATA
+                    left = chunk
+                else:
+                    state = _TRAILER
+                    self._trailer_size = 0
+            elif line == b"\r\n" or (self._lenient and line == b"\n"):
+                state = _OFF  # the end of the trailer section, and of the body
+                readable = None
+            else:
+                self._trailer_size += len(line)
+                if self._trailer_size > self._max_head_size:
+                    return self._chunk_fault(431, "Request trailer section too large")
+                if self._line_re.fullmatch(line) is None:
+                    fault = _line_fault(bytes(line), "trailer section", self._lenient)
+                    return self._chunk_fault(400, fault)
+                readable = None
+            if partial is not None or readable is not None:
+                if out is None:
+                    out = []
+                if partial is None:
+                    out.append(data[keep:start])
+                out.append(line if readable is None else readable)
+                keep = i
+            if state == _OFF:
+                break
+        self._framing = state
+        self._left = left
+        if out is None:
+            return data
+        out.append(data[keep:])
+        return b"".join(out)
+
+    def _chunk_line_refused(self, line: bytes | bytearray) -> bytes:
+        if len(line) > MAX_CHUNK_LINE:
+            return self._chunk_fault(400, "Chunk extension too long")
+        return self._chunk_fault(400, _chunk_line_fault(bytes(line)))
+
+    def _chunk_too_large(self, chunk: int) -> bytes:
+        if chunk > _BODY_LIMIT:
+            # Past 2**63 a size wraps negative in many parsers: a smuggling shape.
+            return self._chunk_fault(400, "Chunk size out of range")
+        limit = self._max_body_size
+        if limit is None:
+            return self._chunk_fault(413, "Request body too large")
+        # Refused on the size line, before any of the chunk's data.
+        return self._chunk_fault(413, f"Request body larger than {limit} bytes")
+
+    def _chunk_fault(self, status: int, reason: str) -> bytes:
+        self._framing = _OFF
+        self._line = None
+        self._refuse(status, reason)
+        return b""
+
+    # -- h11's buffer, privately or publicly -----------------------------
+
+    def _unparsed(self) -> bytes | bytearray:
+        """The bytes h11 holds and has not parsed: its own buffer when allowed
+        to look (never to keep), else a copy."""
+        if PRIVATE_H11:
+            return self._h11._receive_buffer._data
+        return self._h11.trailing_data[0]
+
+    def _drop(self, count: int) -> None:
+        """Remove `count` bytes from the front of h11's buffer (only while it
+        waits for a request head, where nothing else depends on them)."""
+        self._scan_from = self._searched = 0
+        if PRIVATE_H11:
+            self._h11._receive_buffer._extract(count)
+        else:
+            data, closed = self._h11.trailing_data
+            self._rebuild(data[count:], closed)
+
+    def _rebuild(self, data: bytes, closed: bool) -> None:
+        # Only where a fresh connection fed `data` is the state machine wanted:
+        # between requests (both sides IDLE), or to read a head once more.
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
+        if data:
+            self._h11.receive_data(data)
+        if closed:
+            self._h11.receive_data(b"")
+        self._scan_from = self._searched = 0
+
+    def _refuse(self, status: int, reason: str) -> RequestError:
+        error = self._error = RequestError(status, reason)
+        return error
 
     # -- state ------------------------------------------------------------
 
@@ -185,14 +709,13 @@ class HTTPConnection:
             # h11 never keeps an HTTP/1.0 connection alive; a fresh state machine
             # picks up the bytes already received.
             data, closed = self._h11.trailing_data
-            self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
-            if data:
-                self._h11.receive_data(data)
-            if closed:
-                self._h11.receive_data(b"")
+            self._rebuild(data, closed)
             self.keep_alive_10 = False
         else:
             self._h11.start_next_cycle()
+        self._at_head = True
+        self._scan_from = self._searched = self._empty_lines = 0
+        self._framing = _OFF
 
     @property
     def response_done(self) -> bool:
@@ -208,8 +731,10 @@ class HTTPConnection:
     def buffered(self) -> int:
         """Bytes received and not yet turned into events (pipelined requests)."""
         # h11 exposes the buffer only as a copy (trailing_data); its length is
-        # asked after every request, so read it directly.
-        return len(self._h11._receive_buffer)
+        # asked after every request, so read it directly when allowed.
+        if PRIVATE_H11:
+            return len(self._h11._receive_buffer._data)
+        return len(self._h11.trailing_data[0])
 
     # -- bytes out --------------------------------------------------------
 
@@ -256,12 +781,19 @@ class HTTPConnection:
             # An HTTP/1.0 body of unknown length ends when the connection does;
             # and a handler's own "Connection: close" wins.
             self.keep_alive_10 = keep_alive_10 = False
-        response = h11.Response(
-            status_code=status,
-            headers=_H11Headers(headers),
-            reason=REASONS.get(status, b""),
-            _parsed=True,
-        )
+        if PRIVATE_H11:
+            response = h11.Response(
+                status_code=status,
+                headers=_H11Headers(headers),
+                reason=REASONS.get(status, b""),
+                _parsed=True,
+            )
+        else:
+            response = h11.Response(
+                status_code=status,
+                headers=[(raw, value) for raw, _, value in headers],
+                reason=REASONS.get(status, b""),
+            )
         out = self._emit(response)
         if keep_alive_10:
             # h11 writes "Connection: close" to every HTTP/1.0 peer; this one asked
@@ -295,6 +827,109 @@ class HTTPConnection:
             return self.send_full(status, headers, body, close=True)
         except h11.LocalProtocolError:
             return b""
+
+
+def _valid_host(host: bytes | bytearray) -> bool:
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    literal = match.group(1)
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.decode("ascii"))
+        except ValueError:
+            return False
+    return True
+
+
+def _version_refusal(event: h11.Request) -> str:
+    # RFC 9110 15.6.6 (and 2.5, which would also allow serving HTTP/1.2 as 1.1:
+    # refused all the same, as any version this server does not speak).
+    version = bytes(event.http_version)
+    if version[:1] == b"2":
+        # RFC 9113 3.4: "PRI * HTTP/2.0" opens a client's HTTP/2 connection preface.
+        return "HTTP/2 is not supported; use HTTP/1.1"
+    return f"HTTP/{version.decode('ascii')} is not supported; use HTTP/1.1"
+
+
+def _target_refusal(method: bytes, target: bytes) -> str | None:
+    if target == b"*":
+        # RFC 9112 3.2.4: asterisk-form is only for a server-wide OPTIONS.
+        return None if method == b"OPTIONS" else "Asterisk target is only for OPTIONS"
+    if _ABSOLUTE_FORM.match(target):
+        return None  # RFC 9112 3.2.2: a server MUST accept absolute-form
+    return "Invalid request target"  # RFC 9112 3.2: none of the four forms
+
+
+def _coding_refusal(values: list[bytes], has_length: bool) -> tuple[int, str] | None:
+    """The answer to a Transfer-Encoding h11 refused, or None when it is plain chunked."""
+    # RFC 9112 6.3 (4): chunked not final, or any invalid framing: 400, close.
+    if len(values) > 1:
+        return 400, "Transfer-Encoding repeated"
+    if has_length:
+        return 400, "Content-Length and Transfer-Encoding together"  # RFC 9112 6.1
+    value = values[0]
+    codings: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while True:
+        match = _CODING_ITEM.match(value, pos)
+        if match is None:
+            return 400, "Invalid Transfer-Encoding"
+        if match.group(1):
+            codings.append((match.group(1).lower(), match.group(2)))
+        pos = match.end()
+        if not match.group(3):
+            break
+    if not codings:
+        return 400, "Empty Transfer-Encoding"
+    name, parameters = codings[-1]
+    if name != b"chunked":
+        return 400, "Transfer-Encoding does not end with chunked"
+    if parameters:
+        return 400, "chunked takes no parameters"  # RFC 9112 7.1
+    if any(other == b"chunked" for other, _ in codings[:-1]):
+        return 400, "chunked applied more than once"  # RFC 9112 6.1
+    if len(codings) > 1:
+        # RFC 9112 6.1: a transfer coding the server does not understand: 501.
+        names = ", ".join(other.decode("ascii") for other, _ in codings[:-1])
+        return 501, f"Transfer-Encoding {names} not supported"
+    return None
+
+
+def _line_fault(line: bytes, where: str, lenient: bool) -> str:
+    """Why a complete line (ending in LF) of a head or trailer section is refused."""
+    content = line[:-1]
+    if content.endswith(b"\r"):
+        content = content[:-1]
+    elif not lenient:
+        return f"Bare LF in {where}"  # RFC 9112 2.2
+    if b"\r" in content:
+        return f"Bare CR in {where}"  # RFC 9112 2.2
+    if _CONTROL.search(content):
+        return f"Control character in {where}"  # RFC 9110 5.5
+    if content[:1] in (b" ", b"\t"):
+        return f"Obsolete line folding in {where}"  # RFC 9112 5.2
+    return f"Malformed {where}"
+
+
+def _chunk_line_fault(line: bytes) -> str:
+    """Why a chunk-size line (ending in LF) is refused (RFC 9112 7.1, 7.1.1, 2.2)."""
+    if not line.endswith(b"\r\n"):
+        return "Bare LF in chunk size line"
+    content = line[:-2]
+    if b"\r" in content:
+        return "Bare CR in chunk size line"
+    if _CONTROL.search(content):
+        return "Control character in chunk size line"
+    digits = _HEX.match(content)
+    if digits is None:
+        return "Invalid chunk size"
+    rest = content[digits.end() :]
+    if not rest.strip(b" \t"):
+        return "Whitespace after chunk size"
+    if rest.lstrip(b" \t")[:1] != b";":
+        return "Invalid chunk size"
+    return "Invalid chunk extension"
 
 
 def _length_known_and_open(headers: HeaderTriples) -> bool:

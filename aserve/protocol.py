@@ -124,7 +124,7 @@ class HTTPProtocol(asyncio.Protocol):
             max_head_size=config.max_head_size,
             max_url_size=config.max_url_size,
             max_body_size=config.max_body_size,
-            # lenient_framing=config.lenient_framing,  (wired once connection.py takes it)
+            lenient_framing=config.lenient_framing,
         )
         self._phase = IDLE
         self._exchange: Exchange | None = None

@@ -189,14 +189,23 @@ async def test_content_length_and_transfer_encoding_together_get_400(serve: Serv
     assert handler.paths == ["/"]
 
 
-async def test_transfer_encoding_other_than_chunked_gets_501(serve: ServeFactory) -> None:
+@pytest.mark.parametrize(
+    ("coding", "status"),
+    [(b"gzip", 400), (b"gzip, chunked", 501)],
+    ids=["chunked-not-final", "unknown-coding-before-chunked"],
+)
+async def test_transfer_encoding_other_than_chunked_is_refused(
+    serve: ServeFactory, coding: bytes, status: int
+) -> None:
+    # RFC 9112 6.3: a body whose last coding is not chunked cannot be framed
+    # (400, close); 6.1: an unknown coding before a final chunked is a 501.
     handler = Recorder()
     async with serve(handler) as server:
         events = await exchange(
             server.port,
-            b"POST /gz HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\nxxxx",
+            b"POST /gz HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: " + coding + b"\r\n\r\nxxxx",
         )
-        error_reply(events, 501)
+        error_reply(events, status)
         await assert_serving(server.port)
     assert handler.paths == ["/"]
 
