@@ -24,8 +24,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The second run: the parsing and framing suites again with h11's public API only
+# (aserve/connection.py falls back to it when a new h11 lacks a private name).
+H11_PUBLIC_TESTS := tests/test_connection*.py tests/test_engine_corpus.py \
+	tests/test_engine_framing.py tests/test_engine_limits.py tests/test_engine_body.py \
+	tests/test_engine_keepalive.py tests/test_engine_streaming.py
+
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+	ASERVE_H11_PUBLIC_ONLY=1 $(BIN)/pytest -q -p no:randomly $(H11_PUBLIC_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
@@ -33,3 +40,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Coverage-guided fuzzing of the connection engine (see fuzz/README.md).
+#   make fuzz                   run for 300 s
+#   make fuzz FUZZ_SECONDS=60   run for a minute
+FUZZ_SECONDS ?= 300
+FUZZ_IGNORE ?=
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python fuzz/seed.py
+	mkdir -p fuzz/crashes
+	FUZZ_IGNORE='$(FUZZ_IGNORE)' nice -n 10 $(BIN)/python fuzz/fuzz_protocol.py \
+		-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -dict=fuzz/http.dict \
+		-artifact_prefix=fuzz/crashes/ fuzz/corpus
