@@ -15,6 +15,7 @@ import struct
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import h11
 import pytest
@@ -184,8 +185,10 @@ async def test_client_that_never_reads_a_large_body_in_hand_is_aborted(
     serve: ServeFactory,
 ) -> None:
     body = b"y" * (8 * 1024 * 1024)
+    entered = asyncio.Event()
 
     async def big(request: aserve.Request) -> aserve.Response:
+        entered.set()
         return aserve.Response(body)
 
     async with serve(big, send_timeout=0.3) as server:
@@ -198,8 +201,45 @@ async def test_client_that_never_reads_a_large_body_in_hand_is_aborted(
             state = server._state
             assert state is not None
             async with asyncio.timeout(READ_TIMEOUT):
+                await entered.wait()
                 while state.connections:
                     await asyncio.sleep(0.05)
+        await assert_serving(server.port)
+
+
+async def test_client_that_never_reads_a_file_response_is_aborted(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"f" * (16 * 1024 * 1024))
+
+    entered = asyncio.Event()
+
+    async def download(request: aserve.Request) -> aserve.Response:
+        if request.path == "/":
+            return aserve.PlainTextResponse("ok")
+        entered.set()
+        return aserve.FileResponse(big)
+
+    async with serve(download, send_timeout=0.3) as server:
+        sock = socket.socket()
+        _stalled_socket_options(sock)
+        sock.setblocking(False)
+        with sock:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            sock.send(b"GET /big HTTP/1.1\r\n" + HOST + b"\r\n")
+            state = server._state
+            assert state is not None
+            async with asyncio.timeout(READ_TIMEOUT):
+                await entered.wait()
+                while state.connections:  # sendfile stopped, the connection let go
+                    await asyncio.sleep(0.05)
+            # The client learns of it: a reset once the queued bytes are read.
+            loop = asyncio.get_running_loop()
+            with pytest.raises(ConnectionResetError):
+                async with asyncio.timeout(READ_TIMEOUT):
+                    while await loop.sock_recv(sock, 65536):
+                        pass
         await assert_serving(server.port)
 
 
