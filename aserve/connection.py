@@ -101,6 +101,8 @@ PRIVATE_H11: Final = _H11Headers is not None
 # RFC 9110 5.6.2 token; 5.6.4 quoted-string (qdtext / quoted-pair, obs-text allowed).
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+# A parameter's value (RFC 9110 5.6.6), as in chunk extensions and transfer-codings.
+_VALUE = rb"(?:" + _TOKEN + rb"|" + _QUOTED + rb")"
 
 # A request head, matched in place before h11 parses it. Every line: no control
 # character but HTAB (RFC 9110 5.5), CRLF at its end and nowhere else (RFC 9112
@@ -122,13 +124,7 @@ _VERSION_END: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r?\n")
 # *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ) and a value is
 # a token or a quoted-string. Nothing else, no whitespace elsewhere.
 _CHUNK_LINE: Final = re.compile(
-    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*"
-    + _TOKEN
-    + rb"(?:[ \t]*=[ \t]*(?:"
-    + _TOKEN
-    + rb"|"
-    + _QUOTED
-    + rb"))?)*\r\n"
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*" + _VALUE + rb")?)*\r\n"
 )
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]+")
 
@@ -151,11 +147,9 @@ _CODING_ITEM: Final = re.compile(
     + _TOKEN
     + rb")((?:[ \t]*;[ \t]*"
     + _TOKEN
-    + rb"[ \t]*=[ \t]*(?:"
-    + _TOKEN
-    + rb"|"
-    + _QUOTED
-    + rb"))*))?[ \t]*(,|\Z)"
+    + rb"[ \t]*=[ \t]*"
+    + _VALUE
+    + rb")*))?[ \t]*(,|\Z)"
 )
 # Only read when h11 refused a Transfer-Encoding, from the head it refused.
 _TE_LINE: Final = re.compile(rb"^(transfer-encoding:)[ \t]*(.*?)[ \t]*(\r?)$", re.I | re.M)

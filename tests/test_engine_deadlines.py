@@ -22,6 +22,7 @@ import pytest
 from conftest import (
     READ_TIMEOUT,
     ConnectFactory,
+    Reply,
     ServeFactory,
     assert_serving,
     exchange,
@@ -56,6 +57,20 @@ async def closed_within(client_sock: socket.socket, limit: float) -> tuple[bytes
     return bytes(data), loop.time() - start
 
 
+async def trickled_post(port: int, *, pieces: int, gap: float) -> Reply:
+    """POST a body of `pieces` bytes, one every `gap` seconds; the one reply."""
+    sock = await raw_socket(port)
+    with sock:
+        sock.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % pieces)
+        for _ in range(pieces):
+            await asyncio.sleep(gap)
+            sock.send(b"x")
+        sock.shutdown(socket.SHUT_WR)
+        data, _ = await closed_within(sock, READ_TIMEOUT)
+    [reply] = replies(_parse(data))
+    return reply
+
+
 # --------------------------------------------------------------------------- body_timeout
 
 
@@ -74,15 +89,8 @@ async def test_slow_post_gets_408_after_body_timeout(serve: ServeFactory) -> Non
 
 async def test_body_that_keeps_arriving_is_never_cut_off(serve: ServeFactory) -> None:
     async with serve(echo_length, body_timeout=0.3) as server:
-        sock = await raw_socket(server.port)
-        with sock:
-            sock.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 8\r\n\r\n")
-            for _ in range(8):  # 8 gaps of 0.1 s: 0.8 s in all, well past body_timeout
-                await asyncio.sleep(0.1)
-                sock.send(b"x")
-            sock.shutdown(socket.SHUT_WR)
-            data, _ = await closed_within(sock, READ_TIMEOUT)
-        [reply] = replies(_parse(data))
+        # 8 gaps of 0.1 s: 0.8 s in all, well past body_timeout.
+        reply = await trickled_post(server.port, pieces=8, gap=0.1)
         assert reply.status == 200 and reply.body == b"8"
 
 
@@ -146,8 +154,20 @@ async def test_body_timeout_reaches_the_handler_as_client_disconnected(
 # --------------------------------------------------------------------------- send_timeout
 
 
-def _stalled_socket_options(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+async def small_window_client(port: int, request: bytes) -> socket.socket:
+    """A connection with a 4 KiB receive buffer that sent `request`: what it
+    then reads (or does not) decides how fast the server can write."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        async with asyncio.timeout(READ_TIMEOUT):
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        sock.send(request)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def test_client_that_never_reads_a_stream_is_aborted_and_the_generator_closed(
@@ -169,12 +189,8 @@ async def test_client_that_never_reads_a_stream_is_aborted_and_the_generator_clo
         return aserve.StreamingResponse(gen())
 
     async with serve(endless, send_timeout=0.3) as server:
-        sock = socket.socket()
-        _stalled_socket_options(sock)
-        sock.setblocking(False)
+        sock = await small_window_client(server.port, b"GET /endless HTTP/1.1\r\n" + HOST + b"\r\n")
         with sock:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-            sock.send(b"GET /endless HTTP/1.1\r\n" + HOST + b"\r\n")
             # Never read: the server must give up on its own.
             async with asyncio.timeout(READ_TIMEOUT):
                 await closed.wait()
@@ -192,12 +208,8 @@ async def test_client_that_never_reads_a_large_body_in_hand_is_aborted(
         return aserve.Response(body)
 
     async with serve(big, send_timeout=0.3) as server:
-        sock = socket.socket()
-        _stalled_socket_options(sock)
-        sock.setblocking(False)
+        sock = await small_window_client(server.port, b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         with sock:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-            sock.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
             state = server._state
             assert state is not None
             async with asyncio.timeout(READ_TIMEOUT):
@@ -222,12 +234,8 @@ async def test_client_that_never_reads_a_file_response_is_aborted(
         return aserve.FileResponse(big)
 
     async with serve(download, send_timeout=0.3) as server:
-        sock = socket.socket()
-        _stalled_socket_options(sock)
-        sock.setblocking(False)
+        sock = await small_window_client(server.port, b"GET /big HTTP/1.1\r\n" + HOST + b"\r\n")
         with sock:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-            sock.send(b"GET /big HTTP/1.1\r\n" + HOST + b"\r\n")
             state = server._state
             assert state is not None
             async with asyncio.timeout(READ_TIMEOUT):
@@ -255,14 +263,12 @@ async def test_slow_reader_that_keeps_reading_gets_everything(serve: ServeFactor
         return aserve.StreamingResponse(gen(), headers={"content-length": str(size)})
 
     async with serve(big, send_timeout=0.3) as server:
-        sock = socket.socket()
-        _stalled_socket_options(sock)
-        sock.setblocking(False)
+        sock = await small_window_client(
+            server.port, b"GET / HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n"
+        )
         loop = asyncio.get_running_loop()
         received = bytearray()
         with sock:
-            await loop.sock_connect(sock, ("127.0.0.1", server.port))
-            sock.send(b"GET / HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
             started = loop.time()
             async with asyncio.timeout(20):
                 while True:
@@ -310,15 +316,8 @@ async def test_hung_handler_gets_504_and_is_cancelled(serve: ServeFactory) -> No
 
 async def test_handler_timeout_does_not_count_waiting_for_the_body(serve: ServeFactory) -> None:
     async with serve(echo_length, handler_timeout=0.3, body_timeout=2) as server:
-        sock = await raw_socket(server.port)
-        with sock:
-            sock.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 6\r\n\r\n")
-            for _ in range(6):  # 0.9 s of body, three times the handler's budget
-                await asyncio.sleep(0.15)
-                sock.send(b"z")
-            sock.shutdown(socket.SHUT_WR)
-            data, _ = await closed_within(sock, READ_TIMEOUT)
-        [reply] = replies(_parse(data))
+        # 0.9 s of body, three times the handler's budget.
+        reply = await trickled_post(server.port, pieces=6, gap=0.15)
         assert reply.status == 200 and reply.body == b"6"
 
 
@@ -480,18 +479,15 @@ async def test_shared_large_body_is_not_copied_per_client(serve: ServeFactory) -
     async def shared(request: aserve.Request) -> aserve.Response:
         return aserve.Response(body)
 
-    loop = asyncio.get_running_loop()
     async with serve(shared, send_timeout=30) as server:
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
             socks = []
             for _ in range(3):
-                sock = socket.socket()
-                _stalled_socket_options(sock)
-                sock.setblocking(False)
-                await loop.sock_connect(sock, ("127.0.0.1", server.port))
-                sock.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+                sock = await small_window_client(
+                    server.port, b"GET / HTTP/1.1\r\n" + HOST + b"\r\n"
+                )
                 socks.append(sock)
             await asyncio.sleep(0.3)  # let each exchange block on its socket
             grown = tracemalloc.get_traced_memory()[0] - before
