@@ -120,7 +120,13 @@ class Config:
             raise ConfigError(f"fd must be 0 or more, not {self.fd}")
         if self.backlog < 1:
             raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
-        for name in ("max_body_size", "max_connections", "retry_after"):
+        if not self.host.strip():
+            # An empty host would bind every interface: say so instead of doing it.
+            raise ConfigError("host must not be empty (use 0.0.0.0 to listen on all interfaces)")
+        if self.max_connections is not None and self.max_connections < 1:
+            # 0 would answer every connection with 503.
+            raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
+        for name in ("max_body_size", "retry_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be 0 or more, not {value}")
