@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -135,6 +137,9 @@ class Server:
         self._date_second = 0
         self._stopped: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        # (device, inode) of the Unix socket file we bound, removed at shutdown
+        # only if that file is still the one there.
+        self._uds_file: tuple[int, int] | None = None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -152,6 +157,8 @@ class Server:
                 server = await loop.create_unix_server(
                     factory, path=config.uds, backlog=config.backlog, start_serving=False
                 )
+                found = os.stat(config.uds)
+                self._uds_file = (found.st_dev, found.st_ino)
             elif config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
                 server = await loop.create_server(
@@ -283,12 +290,25 @@ class Server:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+        self._remove_uds_file()
         shutdown = getattr(self.handler, "shutdown", None)
         try:
             if shutdown is not None:
                 await shutdown()
         finally:
             self._stopped.set()
+
+    def _remove_uds_file(self) -> None:
+        path = self.config.uds
+        if path is None or self._uds_file is None:
+            return
+        try:
+            found = os.stat(path)
+            if (found.st_dev, found.st_ino) == self._uds_file and stat.S_ISSOCK(found.st_mode):
+                os.unlink(path)
+        except OSError:
+            pass  # already gone, or not ours to remove
+        self._uds_file = None
 
     async def __aenter__(self) -> Server:
         await self.start()

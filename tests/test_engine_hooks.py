@@ -184,6 +184,15 @@ async def test_unix_domain_socket_listener(tmp_path: Path) -> None:
         writer.close()
         await writer.wait_closed()
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"ok")
+    assert not os.path.exists(path)  # a clean exit leaves no socket file behind
+
+
+async def test_unix_socket_file_replaced_by_another_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "aserve.sock"
+    async with aserve.Server(Hooked(), uds=str(path)):
+        path.unlink()
+        path.write_text("someone else's")
+    assert path.read_text() == "someone else's"
 
 
 async def test_inherited_socket_listener() -> None:
