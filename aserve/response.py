@@ -107,6 +107,15 @@ class Response:
         raise TypeError(f"{type(self).__name__} content must be bytes or str, not {type(content)}")
 
     @property
+    def status(self) -> int:
+        """The same as `status_code`: the constructor's keyword, as an attribute."""
+        return self.status_code
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self.status_code = value
+
+    @property
     def headers(self) -> MutableHeaders:
         """The headers, as a case-insensitive mapping that can be changed in place."""
         return MutableHeaders(self.raw_headers)

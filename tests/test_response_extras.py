@@ -153,3 +153,12 @@ async def test_event_source_without_pings() -> None:
     async with TestClient(events) as client:
         response = await client.get("/")
     assert response.text == "data: a\n\ndata: b\n\n"
+
+
+def test_status_is_the_same_attribute_as_status_code() -> None:
+    response = aserve.PlainTextResponse("x", status=201)
+    assert response.status == response.status_code == 201
+    response.status = 202  # a middleware changing it either way
+    assert response.status_code == 202
+    response.status_code = 203
+    assert response.status == 203
