@@ -242,6 +242,8 @@ class App:
                 if state:
                     self.state.update(state)
             for mount in self.router.mounts:
+                if self.debug and isinstance(mount.handler, App):
+                    mount.handler.debug = True  # debug reaches the mounted Apps too
                 start = getattr(mount.handler, "startup", None)
                 stop = getattr(mount.handler, "shutdown", None)
                 if start is not None:

@@ -29,6 +29,7 @@ from email.utils import formatdate
 from types import TracebackType
 from typing import Any
 
+from .app import App
 from .config import Config
 from .connection import HeaderTriples
 from .errors import ConfigError, ListenError
@@ -177,6 +178,10 @@ class Server:
             raise ListenError(
                 exc.errno, f"cannot listen on {self._where()}: {exc.strerror or exc}"
             ) from exc
+        if config.debug and isinstance(self.handler, App):
+            # The server's debug setting reaches the App (and, through its
+            # start-up, the Apps mounted in it), which answers its own 500s.
+            self.handler.debug = True
         startup = getattr(self.handler, "startup", None)
         if startup is not None:
             # The handler's own start-up (an App's on_startup hooks, an ASGI

@@ -64,6 +64,19 @@ APP_MODULE = textwrap.dedent(
         return [b"hello from wsgi"]
 
     not_callable = 42
+
+    inner = aserve.App()
+    outer = aserve.App()
+
+    @inner.get("/boom")
+    async def inner_boom(request):
+        raise RuntimeError("the mounted view failed")
+
+    @outer.get("/boom")
+    async def outer_boom(request):
+        raise RuntimeError("the view failed")
+
+    outer.mount("/inner", inner)
     """
 )
 
@@ -252,6 +265,20 @@ def test_unix_socket(tmp_path: Path, start: Start) -> None:
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.endswith(b"over a unix socket")
     assert server.stop()[0] == 0
+    assert not path.exists()  # a clean exit removes the socket file
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "no-debug"])
+def test_debug_option_reaches_an_app_and_its_mounts(
+    app_dir: Path, start: Start, debug: bool
+) -> None:
+    server = start("myapp:outer", "--port", "0", *(["--debug"] if debug else []), cwd=app_dir)
+    for path, message in [("/boom", b"the view failed"), ("/inner/boom", b"mounted view failed")]:
+        body = server.body(path)
+        assert body.startswith(b"Internal Server Error")
+        assert (b"Traceback" in body and message in body) is debug, body
+    status, stderr = server.stop()
+    assert status == 0, stderr
 
 
 def test_sigterm_also_stops_cleanly(tmp_path: Path, start: Start) -> None:
