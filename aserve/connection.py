@@ -62,7 +62,6 @@ REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode("ascii") for s in H
 HeaderTriples = list[tuple[bytes, bytes, bytes]]
 
 _CLOSE_HEADER: Final = (b"connection", b"connection", b"close")
-_KEEP_ALIVE_HEADER: Final = (b"connection", b"connection", b"keep-alive")
 
 
 def _private_h11() -> Any:

@@ -78,6 +78,8 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 _HAS_SENDFILE = hasattr(os, "sendfile")
 SENDFILE_CHUNK = 1024 * 1024
 READ_CHUNK = 256 * 1024
+_BODY_LATE = RequestError(408, "Request body not received in time")
+_HANDLER_LATE = RequestError(504, "Handler did not answer in time")
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
@@ -356,10 +358,7 @@ class HTTPProtocol(asyncio.Protocol):
                     if error.status == 400
                     else HTTPException(error.status, error.reason)
                 )
-            if self._conn.can_answer:
-                self._detach_exchange(cancel=False)
-                self._refuse(error)
-            else:
+            if not self._answer_instead(error):
                 self._log_refusal(error)
                 self._pause_reading(_PAUSE_PIPELINE)
             return
@@ -383,11 +382,20 @@ class HTTPProtocol(asyncio.Protocol):
             "%s from %s: %s", error.status, self._client[0] if self._client else "-", error.reason
         )
 
-    def _detach_exchange(self, cancel: bool) -> None:
+    def _answer_instead(
+        self, error: RequestError, *, cancel: bool = False, log: bool = True
+    ) -> bool:
+        """If the exchange's response has not started, detach the exchange (and
+        cancel its handler with `cancel`), answer `error` and close: True.
+        False when the response is under way and can no longer be replaced."""
+        if not self._conn.can_answer:
+            return False
         exchange = self._exchange
         if exchange is not None:
             self._exchange = None
             exchange.detach(cancel)
+        self._refuse(error, log=log)
+        return True
 
     # -- the exchange's channel -------------------------------------------
 
@@ -646,8 +654,7 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             if until is not None and until <= now:
                 self._until = None
-                if self._conn.can_answer:
-                    self._handler_timed_out()
+                if self._handler_timed_out():
                     return
         elif until is not None and until <= now:
             self._until = None
@@ -658,7 +665,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self._close(linger=False)
                 return
             if phase == DISCARD:
-                self._log_refusal(RequestError(408, "request body not received in time"))
+                self._log_refusal(_BODY_LATE)
                 self._close(linger=False)
                 return
             if phase == CLOSING:
@@ -673,27 +680,24 @@ class HTTPProtocol(asyncio.Protocol):
         if body is not None:
             self._body = None
             body.fail(ClientDisconnected("request body not received in time"))
-        error = RequestError(408, "Request body not received in time")
-        if self._conn.can_answer:
-            self._detach_exchange(cancel=False)
-            self._refuse(error)
-        else:
-            self._log_refusal(error)
+        if not self._answer_instead(_BODY_LATE):
+            self._log_refusal(_BODY_LATE)
             self._close(linger=False)
 
-    def _handler_timed_out(self) -> None:
+    def _handler_timed_out(self) -> bool:
+        """Cancel a handler that did not produce its response head in time and
+        answer 504; False when the head already went out (no longer its time)."""
         exchange = self._exchange
-        timeout = self._state.handler_timeout
-        if exchange is not None:
-            request = exchange.request
-            error_log.warning(
-                "handler did not answer %s %s within %gs (handler_timeout): cancelled, 504",
-                request.method,
-                request.target.decode("latin-1"),
-                timeout,
-            )
-        self._detach_exchange(cancel=True)
-        self._refuse(RequestError(504, "Handler did not answer in time"), log=False)
+        if exchange is None or not self._conn.can_answer:
+            return False
+        request = exchange.request
+        error_log.warning(
+            "handler did not answer %s %s within %gs (handler_timeout): cancelled, 504",
+            request.method,
+            request.target.decode("latin-1"),
+            self._state.handler_timeout,
+        )
+        return self._answer_instead(_HANDLER_LATE, cancel=True, log=False)
 
     def _close(self, linger: bool) -> None:
         """Close after what was written is sent. With `linger`, shut the write

@@ -32,11 +32,11 @@ from typing import Any
 from .app import App
 from .config import Config
 from .connection import HeaderTriples
-from .errors import ConfigError, ListenError
+from .errors import ConfigError, HTTPException, ListenError
 from .exchange import Handler
 from .protocol import LINGER_S, HTTPProtocol
 from .request import Request
-from .response import PlainTextResponse, Response
+from .response import Response
 
 logger = logging.getLogger("aserve.error")
 
@@ -103,11 +103,12 @@ class ServerState:
 
 
 def _overloaded(retry_after: int | None) -> Handler:
-    """The handler of a request past max_concurrency: 503 at once."""
+    """The handler of a request past max_concurrency: 503 at once, answered
+    like any HTTPException."""
     headers = {"retry-after": str(retry_after)} if retry_after is not None else None
 
     async def overloaded(request: Request) -> Response:
-        return PlainTextResponse("Server busy, try again later\n", status=503, headers=headers)
+        raise HTTPException(503, "Server busy, try again later", headers)
 
     return overloaded
 
