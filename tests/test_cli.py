@@ -268,6 +268,13 @@ def test_unix_socket(tmp_path: Path, start: Start) -> None:
     assert not path.exists()  # a clean exit removes the socket file
 
 
+def test_deadline_options_reach_the_server(app_dir: Path, start: Start) -> None:
+    server = start("myapp:slow", "--port", "0", "--handler-timeout", "0.3", cwd=app_dir)
+    response = server.get("/")
+    assert response.status == 504
+    assert server.stop()[0] == 0
+
+
 @pytest.mark.parametrize("debug", [True, False], ids=["debug", "no-debug"])
 def test_debug_option_reaches_an_app_and_its_mounts(
     app_dir: Path, start: Start, debug: bool

@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -534,3 +535,83 @@ def _parse(data: bytes) -> list[object]:
     from conftest import parse_events
 
     return parse_events(data)
+
+
+# --------------------------------------------------------------------------- seams
+
+
+async def test_hung_asgi_app_mounted_in_an_app_gets_504_and_is_cancelled(
+    serve: ServeFactory,
+) -> None:
+    from aserve.asgi import ASGIHandler
+
+    cancelled = asyncio.Event()
+
+    async def hung_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    app = aserve.App()
+    app.mount("/asgi", ASGIHandler(hung_asgi))
+
+    @app.get("/")
+    async def index(request: aserve.Request) -> aserve.Response:
+        return aserve.PlainTextResponse("ok")
+
+    async with serve(app, handler_timeout=0.3) as server:
+        events = await exchange(server.port, b"GET /asgi/x HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert replies(events)[0].status == 504
+        async with asyncio.timeout(READ_TIMEOUT):
+            await cancelled.wait()
+        await assert_serving(server.port)
+
+
+async def test_slow_body_to_an_asgi_app_gets_408(serve: ServeFactory) -> None:
+    from aserve.asgi import ASGIHandler
+
+    async def reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % len(body)})
+
+    async with serve(ASGIHandler(reader), body_timeout=0.3) as server:
+        events = await exchange(
+            server.port, b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 10\r\n\r\nab"
+        )
+        assert replies(events)[0].status == 408
+        reply = await trickled_post(server.port, pieces=4, gap=0.1)
+        assert reply.status == 200 and reply.body == b"4"
+
+
+async def test_hung_wsgi_app_gets_504_and_the_server_keeps_serving(serve: ServeFactory) -> None:
+    import threading
+
+    from aserve.wsgi import WSGIHandler
+
+    release = threading.Event()
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/hang":
+            release.wait(READ_TIMEOUT)  # a thread cannot be cancelled: it is let go
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    async with serve(WSGIHandler(wsgi_app), handler_timeout=0.3) as server:
+        try:
+            events = await exchange(server.port, b"GET /hang HTTP/1.1\r\n" + HOST + b"\r\n")
+            assert replies(events)[0].status == 504
+            await assert_serving(server.port)
+        finally:
+            release.set()
