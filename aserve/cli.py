@@ -81,7 +81,28 @@ _HELP = {
     "server_header": "value of the Server header, '' for none (default: %(default)s)",
     "date_header": "send a Date header (default: on)",
     "access_log": "log one line per request (default: off)",
+    "ssl_certfile": "certificate chain (PEM): serve HTTPS",
+    "ssl_keyfile": "private key (PEM), when it is not in --ssl-certfile",
+    "ssl_keyfile_password": "password of an encrypted --ssl-keyfile",
+    "ssl_ca_certs": "CA certificates (PEM) to verify client certificates with",
+    "ssl_cert_reqs": "ask clients for a certificate (default: %(default)s)",
+    "ssl_ciphers": "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)",
+    "proxy_headers": "trust Forwarded / X-Forwarded-* from --forwarded-allow-ips (default: off)",
+    "forwarded_allow_ips": "trusted proxies: addresses and CIDR networks, comma-separated, "
+    "'*' for all (default: %(default)s)",
+    "proxy_protocol": "read a PROXY protocol v1/v2 header on every connection, "
+    "from --forwarded-allow-ips only (default: off)",
+    "root_path": "path prefix the proxy serves the app under, e.g. /api (default: none)",
+    "workers": "worker processes (default: %(default)s)",
+    "reuse_port": "a SO_REUSEPORT socket per worker (default: off)",
+    "max_requests": "recycle a worker after N requests, 'none' for never (default: %(default)s)",
+    "max_requests_jitter": "add up to N at random to --max-requests (default: %(default)s)",
+    "worker_timeout": "seconds a worker may stop answering before it is replaced "
+    "(default: %(default)s)",
 }
+
+# Config fields that only a program can set (not text on a command line).
+_NOT_OPTIONS = frozenset({"ssl"})
 
 # Which help section each Config field is listed under; a field not named here
 # (a new one) goes under "server".
@@ -105,6 +126,21 @@ _GROUPS = {
     "retry_after": "limits",
     "lenient_framing": "limits",
     "graceful_timeout": "limits",
+    "ssl_certfile": "https",
+    "ssl_keyfile": "https",
+    "ssl_keyfile_password": "https",
+    "ssl_ca_certs": "https",
+    "ssl_cert_reqs": "https",
+    "ssl_ciphers": "https",
+    "proxy_headers": "proxy",
+    "forwarded_allow_ips": "proxy",
+    "proxy_protocol": "proxy",
+    "root_path": "proxy",
+    "workers": "workers",
+    "reuse_port": "workers",
+    "max_requests": "workers",
+    "max_requests_jitter": "workers",
+    "worker_timeout": "workers",
 }
 
 _EPILOG = """\
@@ -257,6 +293,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         "socket": parser.add_argument_group("socket"),
         "limits": parser.add_argument_group("limits and timeouts"),
         "server": parser.add_argument_group("server"),
+        "https": parser.add_argument_group("HTTPS"),
+        "proxy": parser.add_argument_group("behind a proxy"),
+        "workers": parser.add_argument_group("worker processes"),
     }
     log_levels = ["critical", "error", "warning", "info", "debug"]
     groups["server"].add_argument(
@@ -269,6 +308,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
 
     hints = typing.get_type_hints(Config)
     for field in config_fields():
+        if field.name in _NOT_OPTIONS:
+            continue
         group = groups[_GROUPS.get(field.name, "server")]
         option = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
@@ -306,8 +347,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
 
 def _metavar(name: str, hint: Any) -> str:
     args = typing.get_args(hint) or (hint,)
-    if name == "uds":
-        return "PATH"
+    if name == "uds" or name.startswith("ssl_") and name not in ("ssl_ciphers",):
+        return "PATH" if name != "ssl_keyfile_password" else "PASSWORD"
+    if name == "forwarded_allow_ips":
+        return "IPS"
+    if name == "ssl_ciphers":
+        return "CIPHERS"
     if float in args:
         return "SECONDS"
     if int in args:
@@ -471,7 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if f.name not in _NOT_OPTIONS
+    }
     try:
         config = Config.build(**options)
         loop_factory = new_event_loop_factory(config.loop)

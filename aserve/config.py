@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import ssl as _ssl
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 LoopName = Literal["auto", "uvloop", "asyncio"]
+CertReqs = Literal["none", "optional", "required"]
 
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -87,6 +89,46 @@ class Config:
     date_header: bool = True
     #: Log one line per request on the "aserve.access" logger.
     access_log: bool = False
+    #: HTTPS: the certificate chain (PEM). With it the listener speaks TLS only.
+    ssl_certfile: str | None = None
+    #: HTTPS: the private key (PEM); None when it is in ssl_certfile.
+    ssl_keyfile: str | None = None
+    #: Password of an encrypted ssl_keyfile.
+    ssl_keyfile_password: str | None = None
+    #: CA certificates (PEM) that client certificates are verified against.
+    ssl_ca_certs: str | None = None
+    #: Client certificates: "none" (not asked), "optional" (verified when
+    #: given) or "required" (a handshake without one fails).
+    ssl_cert_reqs: CertReqs = "none"
+    #: OpenSSL cipher list for TLS 1.2; None keeps OpenSSL's secure defaults.
+    ssl_ciphers: str | None = None
+    #: An SSLContext made by the program; it wins over the ssl_* files.
+    ssl: _ssl.SSLContext | None = None
+    #: Take client address, scheme and host from Forwarded / X-Forwarded-*
+    #: headers of requests whose peer is in forwarded_allow_ips.
+    proxy_headers: bool = False
+    #: Trusted proxies: comma-separated addresses and networks (CIDR), "*" for
+    #: any. Unix socket peers are always local and trusted.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: Every connection starts with a PROXY protocol (v1 or v2) header from a
+    #: trusted proxy; the source it announces is the client.
+    proxy_protocol: bool = False
+    #: The path prefix a proxy serves this application under ("/api"):
+    #: request.root_path, ASGI root_path, WSGI SCRIPT_NAME.
+    root_path: str = ""
+    #: Worker processes; above 1 a supervisor binds once and runs them.
+    workers: int = 1
+    #: Give each worker its own SO_REUSEPORT socket on the same port (Linux
+    #: spreads connections evenly); TCP only.
+    reuse_port: bool = False
+    #: Recycle a worker after this many requests (plus a random jitter); None: never.
+    max_requests: int | None = None
+    #: Up to this many requests are added at random to max_requests per
+    #: worker, so that workers do not all recycle at once.
+    max_requests_jitter: int = 0
+    #: Seconds a worker's event loop may stop answering the supervisor's
+    #: heartbeat before the worker is killed and replaced.
+    worker_timeout: float = 30.0
 
     @classmethod
     def build(cls, **options: Any) -> Config:
@@ -146,6 +188,38 @@ class Config:
             value = getattr(self, name)
             if value is not None and not (0 < value < math.inf):
                 raise ConfigError(f"{name} must be a finite number of seconds above 0, not {value}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigError("ssl_keyfile needs ssl_certfile")
+        if self.ssl_certfile is None and self.ssl is None:
+            for name in ("ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} needs ssl_certfile (HTTPS is off without it)")
+        if self.ssl_cert_reqs != "none" and self.ssl_ca_certs is None and self.ssl is None:
+            raise ConfigError(
+                f"ssl_cert_reqs={self.ssl_cert_reqs!r} needs ssl_ca_certs to verify clients with"
+            )
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(
+                f"root_path must start with '/' and not end with one, not {self.root_path!r}"
+            )
+        from .proxy import TrustedPeers  # sans-IO; parses the list or says what is wrong
+
+        TrustedPeers(self.forwarded_allow_ips)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.reuse_port and (self.uds is not None or self.fd is not None):
+            raise ConfigError("reuse_port works with host and port only, not with uds or fd")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ConfigError(f"max_requests must be at least 1, not {self.max_requests}")
+        if self.max_requests_jitter < 0:
+            raise ConfigError(
+                f"max_requests_jitter must be 0 or more, not {self.max_requests_jitter}"
+            )
+        if not 0 < self.worker_timeout < math.inf:
+            raise ConfigError(
+                "worker_timeout must be a finite number of seconds above 0, "
+                f"not {self.worker_timeout}"
+            )
         if "\r" in self.server_header or "\n" in self.server_header:
             raise ConfigError("server_header must not contain line breaks")
         try:
