@@ -290,6 +290,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._arm(timeout)
         self._pipelined = 0
         self._pending = False
+        state.requests += 1
         body = None
         if conn.chunked or conn.content_length:
             body = self._body = BodyStream(self, state.config.max_body_size)

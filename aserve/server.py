@@ -52,6 +52,7 @@ class ServerState:
         "handler_timeout",
         "max_concurrency",
         "active",
+        "requests",
         "shed",
         "refused",
         "debug",
@@ -73,6 +74,8 @@ class ServerState:
         self.max_concurrency = config.max_concurrency
         #: Requests being handled now (counted by the connections).
         self.active = 0
+        #: Requests started since the server started (max_requests reads it).
+        self.requests = 0
         #: Requests refused with 503 by max_concurrency since the clock last logged.
         self.shed = 0
         #: Connections refused with 503 by max_connections since the clock last logged.
@@ -223,6 +226,11 @@ class Server:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 return int(sock.getsockname()[1])
         raise RuntimeError("server is not listening")
+
+    @property
+    def requests(self) -> int:
+        """Requests received since the server started."""
+        return self._state.requests if self._state is not None else 0
 
     @property
     def started(self) -> bool:
