@@ -57,10 +57,12 @@ from .connection import NEED_DATA, PAUSED, HeaderTriples, HTTPConnection, Reques
 from .errors import BadRequestBody, ClientDisconnected, HTTPException
 from .exchange import Exchange
 from .flow import BodyStream, WriteGate
+from .proxy import resolve_forwarded
 from .request import Request
 
 if TYPE_CHECKING:
     from .server import ServerState
+    from .tls import TLSInfo
 
 error_log = logging.getLogger("aserve.error")
 
@@ -168,6 +170,10 @@ class HTTPProtocol(asyncio.Protocol):
             return
         state.connections.add(self)
         self._arm(state.config.keep_alive_timeout)
+
+    def set_client(self, client: tuple[str, int] | None) -> None:
+        """The client as a PROXY protocol header announced it."""
+        self._client = client
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
@@ -306,6 +312,8 @@ class HTTPProtocol(asyncio.Protocol):
             client=self._client,
             scheme=state.scheme,
         )
+        if state.adjust:
+            self._adjust(request)
         limit = state.max_concurrency
         if limit is not None and state.active >= limit:
             # Load shedding: answered at once, never queued; the connection
@@ -322,6 +330,28 @@ class HTTPProtocol(asyncio.Protocol):
             )
         else:
             exchange.task = self._loop.create_task(exchange.run())
+
+    def _adjust(self, request: Request) -> None:
+        """What the settings say of every request: the root path a proxy
+        serves us under, and the client, scheme and host that a trusted proxy
+        announces in its headers."""
+        state = self._state
+        if state.root_path:
+            request.root_path = state.root_path
+        if not state.proxy_headers:
+            return
+        peer = self._client
+        raw = request._raw_headers
+        found = resolve_forwarded(raw, peer[0] if peer else None, state.trusted)
+        if found is None:
+            return
+        if found.client is not None:
+            request.client = (found.client, 0)
+        if found.scheme is not None:
+            request.scheme = found.scheme
+        if found.host is not None:
+            host = found.host.encode("ascii")
+            request._raw_headers = [(n, host if n == b"host" else v) for n, v in raw]
 
     def _end_of_body(self) -> None:
         body = self._body
@@ -420,6 +450,12 @@ class HTTPProtocol(asyncio.Protocol):
                 found = (str(name[0]), int(name[1]))
         self._server_address = found
         return found
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """The TLS facts of this connection, or None over plain TCP."""
+        transport = self._transport
+        return transport.get_extra_info("aserve.tls") if transport is not None else None
 
     def on_disconnect(self, callback: Callable[[], object]) -> None:
         if self._lost or self._eof:

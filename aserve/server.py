@@ -29,14 +29,17 @@ from email.utils import formatdate
 from types import TracebackType
 from typing import Any
 
-from .app import App
+from .app import App, as_async_handler
 from .config import Config
 from .connection import HeaderTriples
 from .errors import ConfigError, HTTPException, ListenError
 from .exchange import Handler
+from .front import FrontProtocol
 from .protocol import LINGER_S, HTTPProtocol
+from .proxy import TrustedPeers
 from .request import Request
 from .response import Response
+from .tls import make_context, reload_context
 
 logger = logging.getLogger("aserve.error")
 
@@ -58,6 +61,11 @@ class ServerState:
         "debug",
         "access_log",
         "scheme",
+        "ssl_context",
+        "trusted",
+        "proxy_headers",
+        "root_path",
+        "adjust",
         "connections",
         "rejected",
         "shutting_down",
@@ -82,8 +90,14 @@ class ServerState:
         self.refused = 0
         self.debug = config.debug
         self.access_log = config.access_log
-        self.scheme = "http"
-        self.connections: set[HTTPProtocol] = set()
+        self.ssl_context = make_context(config)
+        self.scheme = "http" if self.ssl_context is None else "https"
+        self.trusted = TrustedPeers(config.forwarded_allow_ips)
+        self.proxy_headers = config.proxy_headers
+        self.root_path = config.root_path
+        #: Whether requests need their client, scheme or root path adjusted.
+        self.adjust = config.proxy_headers or bool(config.root_path)
+        self.connections: set[HTTPProtocol | FrontProtocol] = set()
         self.rejected: set[HTTPProtocol] = set()
         self.shutting_down = False
         self.base_headers: HeaderTriples = []
@@ -127,8 +141,9 @@ class Server:
     """
 
     def __init__(self, handler: Handler, config: Config | None = None, **options: Any) -> None:
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        # A plain `def handler(request)` runs in a worker thread; a bare ASGI or
+        # WSGI app is refused here with the wrapper to use, not a 500 a request.
+        handler = as_async_handler(handler)
         if config is None:
             config = Config.build(**options)
         elif options:
@@ -156,7 +171,8 @@ class Server:
         config = self.config
         state = self._state = ServerState(config, loop, self.handler)
         self._stopped = asyncio.Event()
-        factory = functools.partial(HTTPProtocol, state)
+        front = state.ssl_context is not None or config.proxy_protocol
+        factory = functools.partial(FrontProtocol if front else HTTPProtocol, state)
         try:
             if config.uds is not None:
                 server = await loop.create_unix_server(
@@ -205,6 +221,33 @@ class Server:
         self._clock_interval = clock_interval(config)
         self._clock = loop.call_later(self._clock_interval, self._tick)
 
+    def reload_certificates(self) -> bool:
+        """Load the certificate files again (SIGHUP does this): connections
+        opened from now on get the new certificate. False, with one log line,
+        when they do not load; the old certificate then stays."""
+        state = self._state
+        if state is None or state.ssl_context is None or self.config.ssl is not None:
+            return False
+        try:
+            reload_context(state.ssl_context, self.config)
+        except ConfigError as exc:
+            logger.error("certificates not reloaded, the old ones stay: %s", exc)
+            return False
+        logger.info("certificates reloaded from %s", self.config.ssl_certfile)
+        return True
+
+    def on_sighup(self) -> None:
+        """SIGHUP to a single process: reload the certificates when there are
+        files to reload from; otherwise say that there is nothing to do (the
+        default action would end the server)."""
+        if self.config.ssl_certfile is not None and self.config.ssl is None:
+            self.reload_certificates()
+        else:
+            logger.info(
+                "SIGHUP: nothing to reload (certificates reload under HTTPS; "
+                "a new version of the code with --workers or --reload)"
+            )
+
     def _where(self) -> str:
         config = self.config
         if config.uds is not None:
@@ -226,6 +269,11 @@ class Server:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 return int(sock.getsockname()[1])
         raise RuntimeError("server is not listening")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener speaks HTTPS."""
+        return self._state is not None and self._state.ssl_context is not None
 
     @property
     def requests(self) -> int:
@@ -272,8 +320,8 @@ class Server:
         assert state is not None and server is not None and self._stopped is not None
         state.shutting_down = True
         server.close()
-        for protocol in list(state.rejected):
-            protocol.abort()
+        for rejected in list(state.rejected):
+            rejected.abort()
         for protocol in list(state.connections):
             protocol.shutdown()
         if state.connections:
@@ -445,6 +493,8 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
+        loop.add_signal_handler(signal.SIGHUP, server.on_sighup)
+        installed.append(signal.SIGHUP)
     try:
         if on_started is not None:
             on_started(server)
