@@ -12,11 +12,23 @@ the hooks the server awaits. One request goes through, outermost first::
                         types become responses here, so middleware sees them
           handler       `async def` awaited; plain `def` run in a worker thread
 
+Mounts: the mounted handler sees the request with `root_path` extended by the
+prefix (an ASGI or WSGI adapter passes it on as ``root_path`` / ``SCRIPT_NAME``).
+Its answer comes back through `_route`, so this App's middleware sees it, and
+when it is a plain error answer -- a mounted App's `ErrorResponse` (an error
+none of *its* handlers took), a mounted StaticFiles' 403/404/405/5xx -- this
+App's error handlers answer it instead (`exception_handler` says which).
+
+Plain ``def`` handlers run in a worker thread wherever they are given: routes
+and error handlers (`_as_async`), mounts and the server's handler
+(`as_async_handler`, `ThreadedHandler`). Both use `asyncio.to_thread`.
+
 Cost on the hot path, measured against a bare handler: an exact path is two
 dict lookups (path, then method) and one await; no task, no per-request
 closure. With no middleware the chain *is* `_route`. Patterned paths add one
 regex match (see `aserve.routing`). Everything else -- 404, 405, OPTIONS,
-mounts, error handlers -- is off that path.
+mounts, error handlers -- is off that path; a mount adds a status comparison,
+and a look at its answer only when that is 400 or more.
 
 This module must not import the engine (`protocol`, `exchange`, `flow`,
 `server`): an App runs under any caller that awaits it, including tests.
@@ -33,14 +45,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar, overload
 
+from .asgi import detect_interface
 from .datastructures import State
-from .errors import ClientDisconnected, HTTPException
+from .errors import ClientDisconnected, ConfigError, HTTPException
 from .forms import FormData, UploadFile
 from .request import Request
 from .response import PlainTextResponse, Response, StreamingResponse
 from .routing import FOUND, MOUNTED, NOT_ALLOWED, Mount, NoMatchFound, Route, Router
+from .static import StaticFiles
 
-__all__ = ["App", "Mount", "NoMatchFound", "Route"]
+__all__ = [
+    "App",
+    "ErrorResponse",
+    "Mount",
+    "NoMatchFound",
+    "Route",
+    "ThreadedHandler",
+    "as_async_handler",
+]
 
 error_log = logging.getLogger("aserve.error")
 
@@ -90,6 +112,7 @@ class App:
         self._exit_stack: AsyncExitStack | None = None
         for entry in routes:
             if isinstance(entry, Mount):
+                entry.handler = as_async_handler(entry.handler)
                 self.router.mount(entry)
             else:
                 entry.endpoint = _as_async(entry.endpoint)
@@ -148,16 +171,22 @@ class App:
         return self.route(path, ["DELETE"], name=name)
 
     def mount(self, prefix: str, handler: Any, *, name: str | None = None) -> None:
-        """Serve every path under `prefix` with `handler` (an App, StaticFiles...).
+        """Serve every path under `prefix` with `handler`: an App, StaticFiles,
+        an ASGI or WSGI app in `ASGIHandler` / `WSGIHandler`, any handler (a
+        plain ``def`` runs in a worker thread).
 
         Routes are tried first; then mounts, longest prefix first. The handler
         sees the same request with `root_path` extended by `prefix`; it routes
-        on `request.route_path`. Its `startup`/`shutdown`, if any, run with
-        this app's. ``url_path_for("name:route")`` reaches into a named mount.
+        on `request.route_path`, and an ASGI or WSGI app sees the prefix as its
+        ``root_path`` / ``SCRIPT_NAME``. Its `startup`/`shutdown`, if any, run
+        with this app's. ``url_path_for("name:route")`` reaches into a named
+        mount. This app's error handlers also answer the mounted handler's own
+        plain error answers (see `exception_handler`).
+
+        A bare ASGI or WSGI app is refused with a `TypeError` saying which
+        wrapper it needs.
         """
-        if not callable(handler):
-            raise TypeError(f"mounted handler must be callable, not {type(handler).__name__}")
-        self.router.mount(Mount(prefix, handler, name=name))
+        self.router.mount(Mount(prefix, as_async_handler(handler), name=name))
 
     def url_path_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name`, with `params` filled in.
@@ -207,6 +236,15 @@ class App:
 
         A status catches `HTTPException` of that status, including the 404 and
         405 of routing; ``500`` or ``Exception`` catches every other error.
+
+        They answer every error answer this App gives, and those of what is
+        mounted in it that are plain error answers rather than pages of their
+        own: a mounted `App`'s answers to errors none of *its* handlers took
+        (its 404, 405, 500...), a mounted `StaticFiles`' 403, 404, 405 and 5xx
+        (``exc`` is then an `HTTPException` of that status, with ``Allow`` for
+        a 405), and `HTTPException` raised by any mounted handler. Not what a
+        handler returns as its own response, whatever its status, nor an
+        ASGI or WSGI app's answers: such an app owns its error pages.
         """
 
         def decorate(handler: F) -> F:
@@ -314,12 +352,18 @@ class App:
             return response
         if kind == MOUNTED:
             root = request.root_path
+            if not root and request._root_missing is None:
+                # The request came without a root path, so nothing of it was
+                # stripped, and mounts strip nothing: route_path need not check.
+                request._root_missing = ""
             request.root_path = root + target.prefix
             try:
                 mounted: Response = await target.handler(request)
-                return mounted
             finally:
                 request.root_path = root
+            if mounted.status_code >= 400:
+                return await self._mounted_error(request, target.handler, mounted)
+            return mounted
         if method == "OPTIONS" and methods is not None:
             return Response(b"", headers={"allow": methods.allow})
         if kind == NOT_ALLOWED and methods is not None:
@@ -344,6 +388,38 @@ class App:
             return await handler(request, exc)
         return http_error_response(exc)
 
+    async def _mounted_error(self, request: Request, mounted: Any, response: Response) -> Response:
+        """A mounted handler's error `response`, or this App's own answer when
+        it is a plain error answer and a handler here takes it."""
+        if isinstance(response, ErrorResponse):
+            error = response.error
+        elif isinstance(mounted, StaticFiles) and _is_plain_error(response.status_code):
+            # Marked, so that an App this one is mounted in knows it too.
+            error = _static_error(response)
+            response = ErrorResponse.of(response, error)
+        else:
+            return response
+        if not (self._status_handlers or self._type_handlers):
+            return response
+        if isinstance(error, HTTPException):
+            handler = self._status_handlers.get(error.status)
+            if handler is None and self._type_handlers:
+                handler = self._find_handler(error, inner=True)
+            if handler is None:
+                return response
+            request.app = self
+            return await handler(request, error)
+        # An error a mounted App answered with a plain 500 (and logged).
+        handler = self._find_handler(error, inner=False) or self._status_handlers.get(500)
+        if handler is None:
+            return response
+        request.app = self
+        try:
+            return await handler(request, error)
+        except Exception as handler_exc:
+            error_log.error("the 500 error handler failed too", exc_info=handler_exc)
+            return response
+
     async def _server_error(self, request: Request, exc: Exception) -> Response:
         error_log.error(
             "handler failed on %s %s",
@@ -360,19 +436,66 @@ class App:
         detail = "Internal Server Error\n"
         if self.debug:
             detail += "\n" + "".join(traceback.format_exception(exc))
-        return PlainTextResponse(detail, status=500)
+        return ErrorResponse(detail, status=500, error=exc)
 
     def __repr__(self) -> str:
         return f"<App with {len(self.router.routes)} routes>"
 
 
-def http_error_response(exc: HTTPException) -> Response:
+class ErrorResponse(PlainTextResponse):
+    """The plain answer an App gives to an error none of its handlers took,
+    with that error: an App it is mounted in may answer with a handler of its
+    own instead (`App.exception_handler`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(
+        self,
+        content: Any = b"",
+        status: int = 500,
+        headers: Mapping[str, str] | None = None,
+        *,
+        error: BaseException,
+    ) -> None:
+        super().__init__(content, status=status, headers=headers)
+        #: The `HTTPException` (or, for a 500, the exception) answered.
+        self.error = error
+
+    @classmethod
+    def of(cls, response: Response, error: BaseException) -> ErrorResponse:
+        """`response` as it is (status, headers, body), marked as the answer to `error`."""
+        marked = cls.__new__(cls)
+        marked.status_code = response.status_code
+        marked.raw_headers = response.raw_headers
+        marked.body = response.body
+        marked.error = error
+        return marked
+
+
+def http_error_response(exc: HTTPException) -> ErrorResponse:
     """The plain-text answer to an `HTTPException`, as the engine would give it."""
     status = exc.status
     body = exc.detail if exc.detail.endswith("\n") else exc.detail + "\n"
     if status < 200 or status in (204, 304):
         body = ""
-    return PlainTextResponse(body, status=status, headers=exc.headers)
+    return ErrorResponse(body, status=status, headers=exc.headers, error=exc)
+
+
+def _is_plain_error(status: int) -> bool:
+    # StaticFiles' 412 and 416 answer conditional and range requests: their
+    # headers are the answer, so they stay.
+    return status in (403, 404, 405) or status >= 500
+
+
+def _static_error(response: Response) -> HTTPException:
+    """The `HTTPException` a StaticFiles error answer stands for."""
+    headers = {  # named as App's own 405 names its Allow
+        name.decode("latin-1").title(): value.decode("latin-1")
+        for name, value in response.raw_headers
+        if name not in (b"content-type", b"content-length")
+    }
+    detail = response.body.decode("utf-8", "replace").rstrip("\n")
+    return HTTPException(response.status_code, detail or None, headers or None)
 
 
 def _bind(layer: Middleware, call_next: CallNext) -> CallNext:
@@ -403,6 +526,85 @@ def _as_async(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         return await asyncio.to_thread(function, *args)
 
     return in_thread
+
+
+class ThreadedHandler:
+    """A plain ``def handler(request) -> Response`` as an async handler: each
+    call runs in a worker thread of the loop's default executor, as `App`
+    runs its plain-def routes, so the event loop never blocks on it.
+
+    Other attributes (``startup``, ``shutdown``...) are the wrapped handler's.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Request], Any]) -> None:
+        self.handler = handler
+
+    async def __call__(self, request: Request) -> Response:
+        result = await asyncio.to_thread(self.handler, request)
+        if inspect.isawaitable(result):  # a plain def that hands back a coroutine
+            result = await result
+        response: Response = result
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "handler":
+            raise AttributeError(name)
+        return getattr(self.handler, name)
+
+    def __repr__(self) -> str:
+        return f"ThreadedHandler({self.handler!r})"
+
+
+def as_async_handler(handler: Any) -> Callable[[Request], Awaitable[Response]]:
+    """`handler` as ``async (request) -> Response``, for wherever a bare
+    handler is accepted (`App.mount`, `aserve.Server`). Call it once, when the
+    handler is given, never per request.
+
+    An async handler comes back unchanged. A plain ``def handler(request)``
+    comes back as a `ThreadedHandler`. What could never answer a request is
+    refused with a one-line `TypeError` that says what to write instead: a
+    bare ASGI or WSGI app (by the rules of `aserve.asgi.detect_interface`), a
+    class, a callable that cannot take one argument.
+    """
+    if not callable(handler):
+        raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
+    given: Callable[[Request], Awaitable[Response]] = handler
+    try:
+        kind = detect_interface(handler)
+    except ConfigError as exc:
+        if inspect.isclass(handler) or not _takes_one_argument(handler):
+            raise TypeError(str(exc)) from None
+        kind = "native"  # a shape detection cannot place (``*args``) that takes a request
+    if kind == "asgi3" and _takes_one_argument(handler):
+        kind = "native"  # ``async def h(*args)``: a wrapper that passes the request on
+    if kind == "native":
+        return given if is_async_callable(handler) else ThreadedHandler(handler)
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    if kind == "wsgi":
+        raise TypeError(
+            f"{name} is a WSGI app, not an aserve handler: "
+            "give aserve.wsgi.WSGIHandler(app) instead"
+        )
+    if kind == "asgi2":
+        raise TypeError(
+            f"{name} is an ASGI 2 app (it takes a scope), not an aserve handler: "
+            "give aserve.asgi.wrap(app) instead"
+        )
+    raise TypeError(
+        f"{name} is an ASGI app, not an aserve handler: give aserve.asgi.ASGIHandler(app) instead"
+    )
+
+
+def _takes_one_argument(func: Any) -> bool:
+    try:
+        inspect.signature(func).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: take it at its word
+        return True
+    return True
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -54,6 +54,17 @@ side counts, as with other servers) or for the response to be complete, and
 gives ``http.disconnect``. `send()` after the client left raises
 `aserve.ClientDisconnected`, an `OSError`, as spec version 2.4 asks.
 
+Root path
+---------
+The scope follows the spec as asgiref 3 and Starlette read it: ``path`` is
+the *full* path, ``root_path`` included, and the app strips ``root_path``
+itself (Starlette's routing does; FastAPI's ``/docs`` builds the
+``openapi.json`` URL from it). ``root_path`` is `request.root_path` (the
+server's root path, then every `App.mount` prefix), then the handler's own
+``root_path`` argument; ``raw_path`` is the path as sent, with whatever part
+of the root path a proxy stripped put back in front. A request without any
+root path costs nothing more: its path and raw path go in as they are.
+
 Extensions: ``http.response.pathsend`` (the file goes out with
 `os.sendfile` through `FileSegment`). Trailers are not offered: the engine
 sends no trailer fields.
@@ -69,7 +80,34 @@ dict is shallow-copied into every request scope.
 Interface detection
 -------------------
 `detect_interface()` and `wrap()` tell an aserve handler, an ASGI 3 app, an
-ASGI 2 double-callable and a WSGI app apart, for the command line.
+ASGI 2 double-callable and a WSGI app apart, for the command line. They look
+at the signature only, never call anything, and ask nothing of the user for
+the usual shapes. In order:
+
+- ``__aserve_handler__ = True`` on the object or its class: native.
+- A class: ``__init__(scope)`` and async instances -> ASGI 2; ``__init__(environ,
+  start_response)`` and ``__iter__`` -> WSGI (PEP 3333 allows a class); a class
+  whose instances are the app -> an error that says to give an instance.
+- Async (a coroutine function, an object with ``async def __call__``, a
+  partial of either): one parameter -> native, ``async def h(request)``; three,
+  or ``*args`` -> ASGI 3.
+- Plain (sync): two parameters -> WSGI, ``def app(environ, start_response)``
+  (a function or an object's ``__call__``). One parameter is the one ambiguous
+  shape: ``def app(scope)`` returning the instance is ASGI 2, ``def
+  handler(request)`` returning a Response is a sync native handler. Its
+  parameter decides: annotated ``Request`` -> native; annotated ``Scope``,
+  ``dict``, ``Mapping`` or ``MutableMapping`` -> ASGI 2; otherwise named
+  ``scope`` -> ASGI 2 (every ASGI 2 app in the wild names it so), any other
+  name -> native.
+- Anything else is refused with a one-line `ConfigError`; ``--interface``
+  forces an interface instead.
+
+Parameters with a default do not count (``def h(request, extra=None)`` takes
+one), unless all have one.
+
+``wrap(obj, "native")`` runs a plain ``def handler(request)`` in a worker
+thread of the loop's default executor, exactly as `App` runs its plain-def
+routes (`aserve.app.ThreadedHandler`): the event loop never blocks on it.
 """
 
 from __future__ import annotations
@@ -81,8 +119,10 @@ import inspect
 import logging
 import os
 import re
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 from .errors import ClientDisconnected, ConfigError, HTTPException
 from .headers import HEADER_NAME_RE
@@ -108,6 +148,8 @@ _EXTENSIONS: Final[dict[str, dict[str, Any]]] = {"http.response.pathsend": {}}
 _BAD_VALUE_RE: Final = re.compile(rb"[\x00\r\n]")
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+# Characters a root path keeps as they are in ``raw_path``.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=~"
 _DISCONNECT: Final = {"type": "http.disconnect"}
 
 # What the driver reports when the app stops running for the moment.
@@ -541,8 +583,15 @@ class ASGIHandler:
     """Serve an ASGI 3 application: ``aserve.Server(ASGIHandler(app))``.
 
     ``lifespan``: "auto" runs the app's lifespan protocol if it speaks it,
-    "on" requires it, "off" skips it. ``root_path`` is the path the app is
-    mounted at (ASGI ``root_path``, like WSGI's SCRIPT_NAME).
+    "on" requires it, "off" skips it.
+
+    The scope's ``root_path`` is `request.root_path` -- the server's root path
+    and the prefix of every `App.mount` the request came through -- so
+    ``app.mount("/api", ASGIHandler(fastapi_app))`` needs nothing more. The
+    optional ``root_path`` argument is one more prefix after that: when the
+    path below the mount starts with it, it is taken as part of the path; when
+    it does not (a proxy in front stripped it), it is put back. It is never
+    counted twice. See "Root path" in the module docstring.
     """
 
     __slots__ = (
@@ -575,12 +624,12 @@ class ASGIHandler:
     async def __call__(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
         run = _Run(request, loop)
-        root_path = self.root_path
-        path = request.path
-        raw_path = request.raw_path
-        if root_path:
-            path = root_path + path
-            raw_path = root_path.encode("utf-8") + raw_path
+        if request.root_path or self.root_path:
+            root_path, path, raw_path = self._paths(request)
+        else:
+            root_path = ""
+            path = request.path
+            raw_path = request.raw_path
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
@@ -597,6 +646,10 @@ class ASGIHandler:
             "state": self.state.copy(),
             "extensions": _EXTENSIONS,
         }
+        if request.scheme == "https":
+            tls = request.tls
+            if tls is not None:
+                scope["extensions"] = {**_EXTENSIONS, "tls": tls.asgi_extension()}
         run.coro = self.app(scope, run.receive, run.send)
         try:
             outcome = await run
@@ -616,6 +669,16 @@ class ASGIHandler:
         if run.done and not run.status and run.request_gone():
             raise ClientDisconnected("client disconnected")
         return run.response(outcome)
+
+    def _paths(self, request: Request) -> tuple[str, str, bytes]:
+        """``root_path``, ``path`` and ``raw_path`` of a request under a root
+        path: the path is the full one, root path included, as the spec has it."""
+        split = request.split_root(self.root_path)
+        if split.intact:
+            return split.root_path, request.path, request.raw_path
+        root = split.root_path
+        raw_root = quote(root, safe=_PATH_SAFE).encode("ascii")
+        return root, root + split.rest, raw_root + split.raw_rest
 
     # -- lifespan ---------------------------------------------------------
 
@@ -723,18 +786,22 @@ class ASGI2Adapter:
 
 
 def _positional_count(func: Any) -> int | None:
-    """How many positional arguments `func` takes (None: any number)."""
+    """How many positional arguments `func` takes (None: any number): those
+    without a default, unless all have one (``def h(request, extra=None)``
+    takes one, the request)."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
         return None
-    count = 0
+    count = required = 0
     for parameter in signature.parameters.values():
         if parameter.kind is parameter.VAR_POSITIONAL:
             return None
         if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
             count += 1
-    return count
+            if parameter.default is parameter.empty:
+                required += 1
+    return required or count
 
 
 def _is_async(obj: Any) -> bool:
@@ -746,9 +813,45 @@ def _is_async(obj: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+# Annotations of a lone parameter that make it an ASGI 2 scope.
+_SCOPE_ANNOTATIONS: Final = frozenset({"Scope", "dict", "Dict", "Mapping", "MutableMapping"})
+
+
+def _takes_scope(func: Any) -> bool:
+    """Whether the one parameter of the plain callable `func` is an ASGI scope
+    rather than a request: its annotation says so, or, without a telling
+    annotation, its name is ``scope``."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not parameters:
+        return False
+    first = parameters[0]
+    annotation = _annotation_name(first.annotation)
+    if annotation == "Request":
+        return False
+    if annotation in _SCOPE_ANNOTATIONS:
+        return True
+    return first.name == "scope"
+
+
+def _annotation_name(annotation: Any) -> str:
+    """The bare name of an annotation: ``"aserve.Request"`` -> ``"Request"``,
+    ``dict[str, Any]`` -> ``"dict"``; any subclass of `Request` -> ``"Request"``."""
+    if annotation is inspect.Parameter.empty:
+        return ""
+    if isinstance(annotation, str):
+        return annotation.strip("'\" ").partition("[")[0].rpartition(".")[2]
+    if inspect.isclass(annotation) and issubclass(annotation, Request):
+        return "Request"
+    annotation = typing.get_origin(annotation) or annotation
+    return str(getattr(annotation, "__name__", ""))
+
+
 def detect_interface(obj: Any) -> Interface:
-    """Which interface `obj` speaks: "native" (an aserve handler), "asgi3",
-    "asgi2" (a class or factory taking a scope) or "wsgi".
+    """Which interface `obj` speaks: "native" (an aserve handler, async or
+    plain), "asgi3", "asgi2" or "wsgi". The rules are in the module docstring.
 
     Raises `aserve.ConfigError` with a one-line reason when it is none of them.
     """
@@ -757,13 +860,7 @@ def detect_interface(obj: Any) -> Interface:
     if not callable(obj):
         raise ConfigError(f"{obj!r} is not callable, so it is no handler, ASGI or WSGI app")
     if inspect.isclass(obj):
-        # ASGI 2: instantiated with the scope, the instance is awaited with (receive, send).
-        if _positional_count(obj) == 1 and _is_async(obj.__call__):
-            return "asgi2"
-        raise ConfigError(
-            f"class {obj.__qualname__} is no ASGI 2 app (its __init__ must take the scope "
-            "and its instances be async callables)"
-        )
+        return _detect_class(obj)
     count = _positional_count(obj)
     if _is_async(obj):
         if count == 1:
@@ -777,10 +874,31 @@ def detect_interface(obj: Any) -> Interface:
     if count == 2:
         return "wsgi"
     if count == 1:
-        return "asgi2"
+        return "asgi2" if _takes_scope(obj) else "native"
     raise ConfigError(
         f"{_name(obj)} takes {'any number of' if count is None else count} arguments: "
         "it is no aserve handler, ASGI app or WSGI app (use --interface to force one)"
+    )
+
+
+def _detect_class(cls: type) -> Interface:
+    count = _positional_count(cls)  # what its __init__ takes
+    # The instances' __call__, if the class (not `type`) defines one.
+    call = next((vars(k)["__call__"] for k in cls.__mro__ if "__call__" in vars(k)), None)
+    # ASGI 2: instantiated with the scope, the instance is awaited with (receive, send).
+    if count == 1 and call is not None and inspect.iscoroutinefunction(call):
+        return "asgi2"
+    # PEP 3333 allows a class: instantiated with (environ, start_response), iterated.
+    if count == 2 and hasattr(cls, "__iter__"):
+        return "wsgi"
+    if count == 0 and call is not None:
+        raise ConfigError(
+            f"{cls.__qualname__} is a class whose instances are apps: "
+            f"give an instance, {cls.__qualname__}()"
+        )
+    raise ConfigError(
+        f"class {cls.__qualname__} is no ASGI 2 app (its __init__ must take the scope "
+        "and its instances be async callables) nor a WSGI app class"
     )
 
 
@@ -798,7 +916,10 @@ def wrap(
     if interface == "auto":
         interface = detect_interface(obj)
     if interface == "native":
-        return obj
+        from .app import ThreadedHandler
+
+        # A plain def (request) runs in a worker thread, as App runs its plain-def routes.
+        return obj if _is_async(obj) else ThreadedHandler(obj)
     if interface == "asgi3":
         return ASGIHandler(obj, lifespan=lifespan)
     if interface == "asgi2":

@@ -10,8 +10,25 @@ after percent-decoding, a bad Host header, a body that is not the JSON, text or
 form it claims to be -- each raises an `HTTPException` subclass (400, or 413
 past a limit) with a short reason, which becomes the answer.
 
-Mounting (`App.mount`) does not copy the request: it extends `root_path`, and a
-mounted handler routes on `route_path`, the part of `path` below its mount.
+Root path and mounts
+--------------------
+`root_path` is the prefix the request was routed through: the server's root
+path (the prefix a proxy serves us under, set by the server before any handler
+runs) followed by each `App.mount` prefix. Mounting does not copy the request:
+it extends `root_path` while the mounted handler runs, and a mounted handler
+routes on `route_path`, the part of `path` below `root_path`.
+
+A proxy may pass the path on with its prefix (``/api/items``) or strip it first
+(``/items``). Both work: when `path` starts with `root_path` (segment by
+segment) the prefix is taken to be in it; when it does not, the server's root
+path is taken to have been stripped before the request reached us, and the path
+lies wholly below it. This is decided once per request, the first time it is
+asked, so mounts below a stripped prefix route right too. (The one ambiguous
+case: a stripping proxy in front of an app whose own paths start with the
+prefix again, ``/api/api/...``.) `stripped_root` is the part of the root path
+that was stripped ("" when none), and `url` puts it back. `split_root` gives an
+adapter what the ASGI scope and the WSGI environ need: the full root path and
+the rest of the path, decoded and as sent.
 
 This module knows nothing of sockets or of the event loop beyond awaiting the
 body stream; `Request` objects can be built in tests from bytes alone.
@@ -21,8 +38,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import quote, unquote
 
 from .datastructures import URL, QueryParams, State, check_host, parse_cookies, parse_query
 from .errors import BadRequest, BadRequestBody
@@ -32,6 +49,7 @@ from .headers import Headers
 
 if TYPE_CHECKING:
     from .app import App
+    from .tls import TLSInfo
 
 
 class Peer(Protocol):
@@ -42,6 +60,8 @@ class Peer(Protocol):
     @property
     def server_address(self) -> tuple[str, int] | None: ...
     def on_disconnect(self, callback: Callable[[], object]) -> None: ...
+    @property
+    def tls(self) -> TLSInfo | None: ...
 
 
 class Request:
@@ -63,6 +83,7 @@ class Request:
         "_cookies",
         "_form",
         "root_path",
+        "_root_missing",
         "app",
     )
 
@@ -94,8 +115,12 @@ class Request:
         self._query: QueryParams | None = None
         self._cookies: dict[str, str] | None = None
         self._form: FormData | None = None
-        #: The mount prefix this request was routed through ("" at the top).
+        #: The prefix this request was routed through: the server's root path
+        #: and the App mount prefixes ("" for none). See the module docstring.
         self.root_path = ""
+        # The leading part of root_path that path lacks (a proxy stripped it);
+        # None until first asked, with a root path, by route_path or split_root.
+        self._root_missing: str | None = None
         #: The innermost `App` that routed this request, if any.
         self.app: App | None = None
 
@@ -104,6 +129,13 @@ class Request:
     @property
     def method(self) -> str:
         return self._method.decode("ascii")
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """The TLS facts (version, cipher, the client's verified certificate)
+        of an HTTPS request; None over plain HTTP."""
+        peer = self._peer
+        return peer.tls if peer is not None else None
 
     @property
     def http_version(self) -> str:
@@ -151,11 +183,65 @@ class Request:
 
     @property
     def route_path(self) -> str:
-        """`path` below the mount prefix (`root_path`): what a mounted handler routes on."""
+        """`path` below `root_path` ("/" for the root itself): what a mounted
+        handler routes on."""
         root = self.root_path
         if not root:
             return self.path
-        return self.path[len(root) :] or "/"
+        path = self.path
+        missing = self._root_missing
+        if missing is None:
+            missing = self._missing(path, root)
+        return path[len(root) - len(missing) :] or "/"
+
+    @property
+    def stripped_root(self) -> str:
+        """The leading part of `root_path` that `path` lacks: the server's root
+        path when the proxy in front strips it before passing the request on,
+        else "". (``stripped_root + path`` is the path the client asked for.)"""
+        root = self.root_path
+        return self._missing(self.path, root) if root else ""
+
+    def _missing(self, path: str, root: str) -> str:
+        missing = self._root_missing
+        if missing is None:
+            # The first root path asked about is the one the request arrived
+            # with: mounts only ever add prefixes that are in the path.
+            size = len(root)
+            within = path.startswith(root) and (len(path) == size or path[size] == "/")
+            missing = self._root_missing = "" if within else root
+        return missing
+
+    def split_root(self, extra: str = "") -> RootSplit:
+        """`root_path`, then `extra` (an adapter's own prefix, without a
+        trailing slash), and the path below them, as an ASGI scope and a WSGI
+        environ need them.
+
+        `extra` counts as part of the path when the path below `root_path`
+        starts with it, and as stripped before us otherwise (as a server's root
+        path). ``intact`` is true when nothing was stripped: `path` is then
+        the root path and the rest, and `raw_path` their form as sent.
+        """
+        path = self.path
+        outer = self.root_path
+        rest = path
+        intact = True
+        if outer:
+            missing = self._missing(path, outer)
+            rest = path[len(outer) - len(missing) :]
+            intact = not missing
+        root = outer
+        if extra:
+            root = outer + extra
+            if _has_prefix(rest, extra):
+                rest = rest[len(extra) :]
+            else:
+                intact = False
+        raw = self.raw_path
+        present = len(path) - len(rest)  # decoded characters before `rest`
+        if present:
+            raw = _raw_below(raw, path[:present], rest)
+        return RootSplit(root, rest, raw, intact)
 
     @property
     def query(self) -> QueryParams:
@@ -175,13 +261,19 @@ class Request:
 
     @property
     def url(self) -> URL:
-        """The full URL: scheme, Host header (checked), and the target as sent."""
+        """The full URL: scheme, Host header (checked), and the target as sent
+        -- after the root path, when a proxy in front stripped it
+        (`stripped_root`), so that the URL is the one the client used."""
         target = self._target.decode("latin-1")
         if target.startswith(("http://", "https://")):
             return URL(target)  # absolute-form (RFC 9112 3.2.2), as sent to proxies
         host = check_host(self.headers.get("host", "")) or "localhost"
         if not target.startswith("/"):
             target = "/" + target if target != "*" else ""
+        if self.root_path:
+            stripped = self.stripped_root
+            if stripped:
+                target = quote(stripped, safe=_PATH_SAFE) + target
         return URL(f"{self.scheme}://{host}{target}")
 
     @property
@@ -287,6 +379,45 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._target.decode('latin-1')!r}>"
+
+
+class RootSplit(NamedTuple):
+    """A request path split at its root path (`Request.split_root`)."""
+
+    #: The whole prefix: the server's root path, mount prefixes, an adapter's own.
+    root_path: str
+    #: The decoded path below it: "" for the root itself, else it starts with "/".
+    rest: str
+    #: `rest` as sent, still percent-encoded.
+    raw_rest: bytes
+    #: Nothing of the root path was stripped before us: `Request.path` is
+    #: ``root_path + rest`` and `Request.raw_path` its form as sent.
+    intact: bool
+
+
+def _has_prefix(path: str, prefix: str) -> bool:
+    """Whether `path` starts with `prefix` at a segment boundary."""
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
+# Characters left as they are when a decoded path must be encoded again.
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+def _raw_below(raw: bytes, prefix: str, rest: str) -> bytes:
+    """The part of the raw path `raw` below the decoded `prefix` that starts
+    the path. A prefix segment holding an encoded slash (``%2F``) has no raw
+    boundary of its own: then the decoded `rest` is encoded again."""
+    end = -1
+    for _ in range(prefix.count("/") + 1):
+        end = raw.find(b"/", end + 1)
+        if end < 0:
+            end = len(raw)
+            break
+    head = raw[:end].decode("latin-1")
+    if (unquote(head) if "%" in head else head) == prefix:
+        return raw[end:]
+    return quote(rest, safe=_PATH_SAFE).encode("ascii")
 
 
 def _charset(content_type: str) -> str | None:

@@ -26,9 +26,13 @@ Hand-over, both ways
 
 PEP 3333 points
 ---------------
-- ``SCRIPT_NAME``/``PATH_INFO``: the raw path is percent-decoded *as bytes* and
-  those bytes decoded as latin-1 (the "bytes-as-unicode" rule); the root path
-  given to the handler is ``SCRIPT_NAME`` and is stripped from ``PATH_INFO``.
+- ``SCRIPT_NAME``/``PATH_INFO``: ``SCRIPT_NAME`` is the root path the request
+  came through (`request.root_path`: the server's root path and App mount
+  prefixes, then the handler's own ``root_path``), ``PATH_INFO`` the rest of
+  the path (empty for the root itself, else it starts with ``/``). Both are
+  bytes-as-unicode: the raw path is percent-decoded *as bytes* and those bytes
+  decoded as latin-1; ``SCRIPT_NAME`` is UTF-8 encoded, then decoded as
+  latin-1. Nothing is computed for a request without a root path.
 - Header names with an underscore are dropped: ``X_Forwarded_For`` would land
   in the same environ key as ``X-Forwarded-For`` (a spoofing vector).
 - `start_response` checks the status and every header (no CR/LF can split
@@ -51,7 +55,7 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
-from .errors import ClientDisconnected, ConfigError, HTTPException
+from .errors import BadRequest, ClientDisconnected, ConfigError, HTTPException
 from .headers import encode_header
 from .request import Request
 from .response import Response, StreamingResponse
@@ -437,7 +441,15 @@ class WSGIHandler:
     """Serve a WSGI application: ``aserve.Server(WSGIHandler(app, threads=10))``.
 
     ``threads`` bounds the worker threads, hence how many requests the app
-    handles at once (more wait their turn). ``root_path`` is ``SCRIPT_NAME``.
+    handles at once (more wait their turn).
+
+    ``SCRIPT_NAME`` is `request.root_path` -- the server's root path and the
+    prefix of every `App.mount` the request came through -- so
+    ``app.mount("/blog", WSGIHandler(flask_app))`` needs nothing more. The
+    optional ``root_path`` is one more prefix after that: when the path below
+    the mount starts with it, it moves from ``PATH_INFO`` to ``SCRIPT_NAME``;
+    when it does not (a proxy in front stripped it), it is added to
+    ``SCRIPT_NAME`` all the same. It is never counted twice.
     """
 
     __slots__ = ("app", "threads", "root_path", "_executor", "_errors")
@@ -448,26 +460,38 @@ class WSGIHandler:
         self.app = app
         self.threads = threads
         self.root_path = root_path.rstrip("/")
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="aserve-wsgi"
-        )
+        self._executor = self._new_executor()
         self._errors = _ErrorStream()
+
+    def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix="aserve-wsgi"
+        )
 
     async def shutdown(self) -> None:
         # Every connection is closed by now; a worker still running a request
-        # whose client left stops at its next chunk.
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # whose client left stops at its next chunk. A fresh pool (it starts
+        # no thread until used) lets the handler serve again under a new server.
+        executor, self._executor = self._executor, self._new_executor()
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def build_environ(self, request: Request, body: Any) -> Environ:
-        raw_path = request.raw_path
+        if request.root_path or self.root_path:
+            try:
+                root, _, raw_path, _ = request.split_root(self.root_path)
+            except BadRequest:
+                # Not UTF-8 once decoded: PEP 3333 can carry such a path all the same.
+                root, raw_path = _split_undecodable(request, self.root_path)
+            # Bytes-as-unicode (PEP 3333), as PATH_INFO is.
+            script_name = root.encode("utf-8").decode("latin-1")
+        else:
+            script_name = ""
+            raw_path = request.raw_path
         path_info = (
             unquote_to_bytes(raw_path).decode("latin-1")
             if b"%" in raw_path
-            else (raw_path.decode("latin-1"))
+            else raw_path.decode("latin-1")
         )
-        script_name = self.root_path
-        if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
-            path_info = path_info[len(script_name) :]
         environ: Environ = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": script_name,
@@ -483,6 +507,10 @@ class WSGIHandler:
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
         }
+        if request.scheme == "https":
+            tls = request.tls
+            if tls is not None:
+                environ.update(tls.wsgi_environ())
         client = request.client
         if client is not None:
             environ["REMOTE_ADDR"] = client[0]
@@ -551,6 +579,17 @@ class WSGIHandler:
                 raw_headers.append((b"content-length", b"%d" % len(data)))
             return Response.from_parts(status, raw_headers, data)
         return StreamingResponse.from_stream(status, raw_headers, _Body(exchange, data))
+
+
+def _split_undecodable(request: Request, extra: str) -> tuple[str, bytes]:
+    """The root path and the raw rest of a path that is not UTF-8: the root
+    path counts as in it only where it was sent as it is (not percent-encoded)."""
+    root = request.root_path + extra
+    raw = request.raw_path
+    prefix = root.encode("utf-8")
+    if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in (b"", b"/"):
+        return root, raw[len(prefix) :]
+    return root, raw
 
 
 def _split_host(host: str | None, scheme: str) -> tuple[str, str]:
