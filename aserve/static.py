@@ -46,13 +46,45 @@ Answers (RFC 9110 sections 13 and 14)
       on, else 404;
     - precompressed siblings: ``name.br`` / ``name.gz`` (a regular file next to
       ``name``, under the same symlink rule) are sent with ``Content-Encoding``
-      when the client accepts that coding, with ``Vary: Accept-Encoding``;
+      when the client accepts that coding. Whenever a sibling exists, every
+      answer for ``name`` (compressed or not, 304 included) carries
+      ``Vary: Accept-Encoding``, so a cache never hands one form to a client
+      that asked for the other;
     - methods other than GET and HEAD -> 405 with ``Allow``; a file that cannot
       be read -> 403; a file that vanishes between look-up and open -> 404;
       any other OS error -> 500, logged on ``aserve.error``. A file that
       shrinks while it is being sent ends the connection early (the engine
       notices the short read), so a client never takes a truncated body for a
       whole one.
+
+Policy (decided at construction; the hot path pays a dict look-up)
+    - hidden names: a segment starting with "." (``.git``, ``.env``, at any
+      depth) is checked after decoding, so ``%2egit`` is ``.git``; it answers
+      exactly as a missing path does (404, or the fallback), never 403, which
+      would say it exists. Listings leave such names out. ``.well-known`` as
+      the first segment is the exception (RFC 8615: ACME challenges,
+      security.txt); names below it are still checked. The rule is on the
+      names asked for: a symlink with a visible name is followed as the
+      symlink rule allows, its target's name is not looked at;
+    - Cache-Control on every answer about a file (200, 206, 304, 412, 416):
+      the first user rule whose glob matches, else `IMMUTABLE_CACHE_CONTROL`
+      for a fingerprinted name (`is_fingerprinted`), else the default
+      (`DEFAULT_CACHE_CONTROL`). Remembered per name (per path when a rule
+      has a "/"), so a request costs one dict look-up. The built-in value
+      says ``private`` instead of ``public`` to a request with
+      ``Authorization`` (behind Basic auth), so that no shared cache keeps
+      a protected file (RFC 9111 3.5);
+    - error pages replace the plain-text body of a 403, 404, 405 or 500 with
+      a file's, keep the status, and are sent with
+      ``Cache-Control: no-store`` and no validators;
+    - the fallback (a single-page app's ``index.html``) answers 200 in place
+      of a 404 for GET and HEAD when the last segment has no extension, or
+      when it has one and the client accepts text/html (the answer then
+      varies on Accept, and says so). Paths refused outright (``..``, NUL)
+      stay 404;
+    - Content-Type from `BUILTIN_MEDIA_TYPES`, then `mimetypes`;
+      ``charset=utf-8`` on text/*, JavaScript, JSON, XML, SVG, YAML, TOML and
+      every +json / +xml type, never on a binary type.
 
 Look-ups (``stat``, ``open``, ``realpath``) run on the event loop: on a local
 file system they take microseconds, less than a hop to a worker thread would.
@@ -63,6 +95,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fnmatch
 import html
 import logging
 import mimetypes
@@ -70,7 +103,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -94,9 +127,70 @@ _GET_HEAD = ("GET", "HEAD")
 _ALLOW = [(b"allow", b"GET, HEAD")]
 _DIGITS = re.compile(r"[0-9]+")
 _ETAG_RE = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
-# Text types that are not text/*; they get charset=utf-8 too.
+# Media types by extension, looked up before `mimetypes`: the machine's own
+# database varies (some call .js application/javascript, some know no .avif,
+# .webmanifest or .woff2), and a browser refuses a module script or a wasm
+# stream served with the wrong type.
+BUILTIN_MEDIA_TYPES: dict[str, str] = {
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",  # RFC 9239: the one JavaScript type
+    ".mjs": "text/javascript",
+    ".cjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",  # source maps
+    ".jsonld": "application/ld+json",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".xml": "application/xml",
+    ".xhtml": "application/xhtml+xml",
+    ".rss": "application/rss+xml",
+    ".atom": "application/atom+xml",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".ics": "text/calendar",
+    ".vtt": "text/vtt",
+    ".yaml": "application/yaml",  # RFC 9512
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".png": "image/png",
+    ".apng": "image/apng",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".jxl": "image/jxl",
+    ".ico": "image/vnd.microsoft.icon",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".otf": "font/otf",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".pdf": "application/pdf",
+    ".zip": "application/zip",
+}
+# Types outside text/* that are text all the same, and get charset=utf-8 too
+# (as does every +json and +xml type). Binary types never get a charset.
 _TEXT_LIKE = frozenset(
-    {"application/javascript", "application/json", "application/xml", "image/svg+xml"}
+    {
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "image/svg+xml",
+        "application/yaml",
+        "application/toml",
+    }
 )
 # What to call a file that mimetypes sees as *encoded* (foo.tar.gz): sent as is,
 # it is a gzip file, not a tar file with a content coding.
@@ -116,13 +210,19 @@ _media_types: dict[str, bytes] = {}
 
 
 def media_type_for(name: str) -> str:
-    """The Content-Type for a file name, with ``charset=utf-8`` for text."""
-    media, encoding = mimetypes.guess_type(name, strict=False)
-    if encoding is not None:
-        return _ENCODED_TYPES.get(encoding, "application/octet-stream")
+    """The Content-Type for a file name, with ``charset=utf-8`` for text.
+
+    `BUILTIN_MEDIA_TYPES` first, then `mimetypes` (the machine's database);
+    ``application/octet-stream`` when neither knows the name.
+    """
+    media: str | None = BUILTIN_MEDIA_TYPES.get(os.path.splitext(name)[1].lower())
     if media is None:
-        return "application/octet-stream"
-    if media.startswith("text/") or media in _TEXT_LIKE:
+        media, encoding = mimetypes.guess_type(name, strict=False)
+        if encoding is not None:
+            return _ENCODED_TYPES.get(encoding, "application/octet-stream")
+        if media is None:
+            return "application/octet-stream"
+    if media.startswith("text/") or media in _TEXT_LIKE or media.endswith(("+json", "+xml")):
         return f"{media}; charset=utf-8"
     return media
 
@@ -264,6 +364,7 @@ CONDITION_HEADERS = frozenset(
         b"range",
         b"if-range",
         b"accept-encoding",
+        b"authorization",
     }
 )
 Conditions = dict[bytes, str]
@@ -567,8 +668,263 @@ def _plain(status: int, text: str, extra: RawHeaders | None = None) -> Response:
     return _Answer(status, headers, body)
 
 
-def _not_found() -> Response:
-    return _plain(404, "Not Found\n")
+# --------------------------------------------------------------------------- policy
+
+#: Cache-Control of a fingerprinted file name (see `is_fingerprinted`): a new
+#: version gets a new name, so the content behind this one never changes.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Cache-Control of every other file unless a rule says otherwise: caches may
+#: keep it but must ask first, which the ETag / Last-Modified validators make
+#: cheap (a 304 without a body).
+DEFAULT_CACHE_CONTROL = "no-cache"
+#: Cache-Control of an error page: an error says nothing lasting about the URL.
+ERROR_PAGE_CACHE_CONTROL = "no-store"
+#: The statuses StaticFiles answers with a body, which `error_pages` may replace.
+ERROR_PAGE_STATUSES = (403, 404, 405, 500)
+
+# A run of 8 or more hex digits, with at least one digit and one letter (so
+# that neither a date, 20240101, nor a word, deadbeef, counts), standing as a
+# part of the name between ".", "-" or "_" and followed by more of the name:
+# app.3f2a9c1b.js, main-5f2a9c1b.css, 3f2a9c1b.chunk.js.
+_FINGERPRINT_RE = re.compile(
+    r"(?:^|[._-])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}[._-]", re.IGNORECASE
+)
+# One Cache-Control directive (RFC 9111 5.2): a name, then a token or a
+# quoted-string. Names are held to letters, digits and "-" (every registered
+# one is), so that a rule written with "=" instead of ":" is caught.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[^"\\\x00-\x1f\x7f]|\\[\t\x20-\x7e])*"'
+_DIRECTIVE = rf"([A-Za-z][A-Za-z0-9-]*)(?:=({_TOKEN}|{_QUOTED}))?"
+_DIRECTIVE_RE = re.compile(_DIRECTIVE)
+_CACHE_CONTROL_RE = re.compile(rf"{_DIRECTIVE}(?:[ \t]*,[ \t]*{_DIRECTIVE})*")
+# Directives whose argument is a number of seconds.
+_SECONDS = frozenset(
+    {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "max-stale", "min-fresh"}
+)
+
+
+def is_fingerprinted(name: str) -> bool:
+    """Whether a file name carries a content hash (``app.3f2a9c1b.js``): a run
+    of 8+ hex digits, mixing digits and letters, as a part of the name."""
+    return _FINGERPRINT_RE.search(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    """``Cache-Control: value`` for the files whose name (or, when `pattern`
+    holds a ``/``, whose path below the directory) matches the glob `pattern`.
+    An empty `value` sends no Cache-Control at all."""
+
+    pattern: str
+    value: str
+
+
+CacheControlSpec = str | Mapping[str, str] | Iterable[str] | None
+
+
+def parse_cache_control(spec: CacheControlSpec) -> tuple[tuple[CacheRule, ...], str]:
+    """The rules and the default value that `spec` gives (see `StaticFiles`).
+
+    A string or each string of a list is either a rule, ``PATTERN: VALUE`` (a
+    ``:`` before any ``,``, ``=`` or ``"``), or the default value; a mapping
+    holds rules only. Raises ConfigError for a bad pattern or value.
+    """
+    if spec is None:
+        return (), DEFAULT_CACHE_CONTROL
+    if isinstance(spec, Mapping):
+        rules = [_cache_rule(pattern, value) for pattern, value in spec.items()]
+        return tuple(rules), DEFAULT_CACHE_CONTROL
+    items = [spec] if isinstance(spec, str) else list(spec)
+    parsed: list[CacheRule] = []
+    default: str | None = None
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"a Cache-Control setting is a string, not {item!r}")
+        head, colon, rest = item.partition(":")
+        if colon and not any(c in head for c in ',="'):
+            parsed.append(_cache_rule(head, rest))
+            continue
+        if default is not None:
+            raise ConfigError(
+                f"two default Cache-Control values, {default!r} and {item.strip()!r}; "
+                "a rule is written PATTERN: VALUE, e.g. '*.html: no-cache'"
+            )
+        default = _cache_control_value(item)
+    return tuple(parsed), DEFAULT_CACHE_CONTROL if default is None else default
+
+
+def _cache_rule(pattern: str, value: str) -> CacheRule:
+    pattern = pattern.strip().lstrip("/")
+    if not pattern:
+        raise ConfigError("a Cache-Control rule needs a pattern before its ':'")
+    if pattern.endswith("/"):
+        pattern += "*"  # a folder: everything below it
+    return CacheRule(pattern, _cache_control_value(value))
+
+
+def _cache_control_value(text: str) -> str:
+    """`text` as a checked Cache-Control value, normalised ("" for none)."""
+    value = text.strip()
+    if not value:
+        return ""
+    if _CACHE_CONTROL_RE.fullmatch(value) is None:
+        raise ConfigError(
+            f"{value!r} is not a Cache-Control value (directives such as "
+            "'public, max-age=3600'); a rule is written PATTERN: VALUE, e.g. '*.html: no-cache'"
+        )
+    directives = []
+    for match in _DIRECTIVE_RE.finditer(value):
+        name, argument = match.group(1), match.group(2)
+        if name.lower() in _SECONDS and (argument is None or not argument.isdigit()):
+            raise ConfigError(f"Cache-Control {name} takes a number of seconds, in {value!r}")
+        directives.append(match.group(0))
+    return ", ".join(directives)
+
+
+class _CachePolicy:
+    """Which Cache-Control a file gets, decided once per name and remembered:
+    the user's rules in order, then fingerprinted names, then the default."""
+
+    __slots__ = ("_rules", "_default", "_by_path", "_memo")
+
+    def __init__(self, rules: tuple[CacheRule, ...], default: str) -> None:
+        self._rules = [
+            (re.compile(fnmatch.translate(rule.pattern)), "/" in rule.pattern, _encoded(rule.value))
+            for rule in rules
+        ]
+        self._default = _encoded(default)
+        # Without a path rule the answer depends on the name alone: remember it by name.
+        self._by_path = any(on_path for _, on_path, _ in self._rules)
+        self._memo: dict[str, bytes | None] = {}
+
+    def value_for(self, segments: list[str]) -> bytes | None:
+        """The Cache-Control header value for the file at `segments` below the
+        directory; None: send none."""
+        key = "/".join(segments) if self._by_path else segments[-1]
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        name = segments[-1]
+        value = self._default
+        for regex, on_path, rule_value in self._rules:
+            if regex.match(key if on_path else name):
+                value = rule_value
+                break
+        else:
+            if _FINGERPRINT_RE.search(name) is not None:
+                value = _IMMUTABLE
+        if len(self._memo) >= 4096:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
+
+
+def _encoded(value: str) -> bytes | None:
+    return encode_header("cache-control", value)[1] if value else None
+
+
+_IMMUTABLE = encode_header("cache-control", IMMUTABLE_CACHE_CONTROL)[1]
+# The same for a request with credentials: "public" would let a shared cache
+# keep the answer and hand it to anyone (RFC 9111 3.5).
+_IMMUTABLE_PRIVATE = _IMMUTABLE.replace(b"public", b"private")
+_ERROR_PAGE_CACHE = (b"cache-control", ERROR_PAGE_CACHE_CONTROL.encode("ascii"))
+_REASONS = {
+    403: "Forbidden\n",
+    404: "Not Found\n",
+    405: "Method Not Allowed\n",
+    500: "Internal Server Error\n",
+}
+
+ErrorPagesSpec = Mapping[int, str] | Mapping[str, str] | Iterable[str] | None
+
+
+def parse_error_pages(spec: ErrorPagesSpec) -> dict[int, str]:
+    """``{status: path}`` from a mapping or from ``"STATUS=PATH"`` strings;
+    ConfigError for a status StaticFiles never answers with a page, or a repeat."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, Mapping):
+        items = [(str(status), path) for status, path in spec.items()]
+    else:
+        items = []
+        for item in spec:
+            if not isinstance(item, str):
+                raise ConfigError(f"an error page is written STATUS=PATH, not {item!r}")
+            code, equals, path = item.partition("=")
+            if not equals:
+                raise ConfigError(
+                    f"an error page is written STATUS=PATH (404=404.html), not {item!r}"
+                )
+            items.append((code, path))
+    pages: dict[int, str] = {}
+    for status_text, path in items:
+        status_text = status_text.strip()
+        if not status_text.isdigit() or int(status_text) not in ERROR_PAGE_STATUSES:
+            allowed = ", ".join(str(s) for s in ERROR_PAGE_STATUSES)
+            raise ConfigError(f"error pages are for statuses {allowed}, not {status_text!r}")
+        status = int(status_text)
+        if status in pages:
+            raise ConfigError(f"two error pages for {status}")
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"the error page for {status} needs a path, not {path!r}")
+        pages[status] = path.strip()
+    return pages
+
+
+def _has_hidden(segments: list[str]) -> bool:
+    """Whether a path names a hidden file or folder: a name starting with "."
+    at any depth, except ``.well-known`` at the top (RFC 8615)."""
+    for name in segments:
+        if name[0] == ".":
+            break
+    else:
+        return False  # the common case: one cheap pass
+    below = segments[1:] if segments[0] == ".well-known" else segments
+    return any(name[0] == "." for name in below)
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A file checked at construction: an error page or the fallback."""
+
+    path: str
+    segments: list[str]
+    content_type: bytes
+
+
+def _page_answer(
+    status: int, page: _Page, head_only: bool, extra: RawHeaders | None
+) -> Response | None:
+    """`page` as the body of a `status` answer; None (logged) when it cannot be read."""
+    try:
+        fd = os.open(page.path, _OPEN_FLAGS)
+    except OSError as exc:
+        logger.error("cannot send the error page %r: %s", page.path, exc)
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            logger.error("cannot send the error page %r: not a regular file", page.path)
+            return None
+        headers: RawHeaders = [
+            (b"content-type", page.content_type),
+            (b"content-length", b"%d" % st.st_size),
+            _ERROR_PAGE_CACHE,
+        ]
+        if extra:
+            headers += extra
+        plan = FilePlan(status, headers, [(0, st.st_size)] if st.st_size else [])
+        if plan.file_bytes > IN_MEMORY_LIMIT:
+            response = FileResponse.from_plan(plan, fd, page.path)
+            fd = -1  # the response's body owns it now
+            return response
+        return _in_memory(plan, fd, head_only)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- StaticFiles
@@ -582,13 +938,43 @@ class StaticFiles:
     ``follow_symlinks``: when False (the default), a symlink is followed only
     if it leads to somewhere inside `directory`.
     ``precompressed``: serve ``name.br`` / ``name.gz`` to clients that accept them.
+    ``hidden``: serve and list names starting with "." (``.git/``, ``.env``);
+    when False (the default) they answer 404 as if they did not exist, except
+    ``.well-known/`` at the top of the directory.
+    ``cache_control``: the Cache-Control policy: a default value, rules
+    ``"PATTERN: VALUE"``, or both in a list (see `parse_cache_control`);
+    fingerprinted names get `IMMUTABLE_CACHE_CONTROL` unless a rule matches
+    first, every other file `DEFAULT_CACHE_CONTROL`.
+    ``error_pages``: ``{404: "404.html"}`` or ``["404=404.html"]``: files
+    below `directory` sent as the body of those error answers.
+    ``fallback``: a file below `directory` (``"index.html"`` for a single-page
+    app) answered, with 200, to a GET or HEAD that would get a 404, when the
+    last path segment has no extension or the client accepts text/html.
+
+    Every file named here must exist when the handler is built (ConfigError
+    otherwise) and obeys the same rules as a requested path.
 
     It serves ``request.path_params["path"]`` when a route set it, else the
     part of ``request.raw_path`` below ``request.root_path`` (the prefix an
     App mount adds). See the module docstring for the rules.
     """
 
-    __slots__ = ("directory", "index", "listing", "follow_symlinks", "precompressed", "_prefix")
+    __slots__ = (
+        "directory",
+        "index",
+        "listing",
+        "follow_symlinks",
+        "precompressed",
+        "hidden",
+        "cache_rules",
+        "cache_default",
+        "error_pages",
+        "fallback",
+        "_prefix",
+        "_cache",
+        "_pages",
+        "_fallback",
+    )
     #: Tells interface detection (the CLI, App.mount) that this is a native handler.
     __aserve_handler__: ClassVar[bool] = True
 
@@ -600,41 +986,78 @@ class StaticFiles:
         listing: bool = False,
         follow_symlinks: bool = False,
         precompressed: bool = True,
+        hidden: bool = False,
+        cache_control: CacheControlSpec = None,
+        error_pages: ErrorPagesSpec = None,
+        fallback: str | None = None,
     ) -> None:
         root = os.path.realpath(os.fspath(directory))
         if not os.path.isdir(root):
             raise ConfigError(f"not a directory: {os.fspath(directory)!r}")
         if index is not None and ("/" in index or "\\" in index or index in (".", "..")):
             raise ConfigError(f"index must be a plain file name, not {index!r}")
+        if index and index.startswith(".") and not hidden:
+            raise ConfigError(f"index {index!r} is a hidden name, which is not served")
         self.directory = root
         self.index = index or None
         self.listing = listing
         self.follow_symlinks = follow_symlinks
         self.precompressed = precompressed
+        self.hidden = hidden
         self._prefix = root if root.endswith(os.sep) else root + os.sep
+        self.cache_rules, self.cache_default = parse_cache_control(cache_control)
+        self._cache = _CachePolicy(self.cache_rules, self.cache_default)
+        self.error_pages = parse_error_pages(error_pages)
+        self._pages = {
+            status: self._page(path, f"the error page for {status}")
+            for status, path in self.error_pages.items()
+        }
+        self.fallback = fallback or None
+        self._fallback = self._page(fallback, "the fallback") if fallback else None
 
     def __repr__(self) -> str:
         return f"StaticFiles({self.directory!r}, listing={self.listing})"
 
+    def _page(self, relative: str, what: str) -> _Page:
+        """A file named at construction, checked by the rules of a request."""
+        segments = _decoded_segments(relative)
+        if not segments:
+            raise ConfigError(f"{what} must be a file below the directory, not {relative!r}")
+        if not self.hidden and _has_hidden(segments):
+            raise ConfigError(
+                f"{what}, {relative!r}, is a hidden path, which is not served (hidden=True is)"
+            )
+        try:
+            found = self._resolve(segments)
+        except OSError:
+            found = None
+        if found is None or not stat.S_ISREG(found[1].st_mode):
+            raise ConfigError(f"{what}, {relative!r}, is not a file in {self.directory}")
+        return _Page(found[0], segments, _content_type(found[0]))
+
     async def __call__(self, request: Request) -> Response:
         method = request.method
         if method not in _GET_HEAD:
-            return _plain(405, "Method Not Allowed\n", _ALLOW)
+            return self._error(405, method, _ALLOW)
         segments, trailing_slash = self._segments(request)
         if segments is None:
-            return _not_found()
+            return self._error(404, method)
+        if segments and not self.hidden and _has_hidden(segments):
+            return self._missing(request, segments)
         try:
             found = self._resolve(segments)
         except OSError as exc:
-            return _os_error(exc, os.path.join(self.directory, *segments))
+            if _is_missing(exc):
+                return self._missing(request, segments)
+            return self._os_error(exc, os.path.join(self.directory, *segments), method)
         if found is None:
-            return _not_found()
+            return self._missing(request, segments)
         path, st = found
         if stat.S_ISDIR(st.st_mode):
-            return await self._directory(request, path, trailing_slash, not segments)
+            return await self._directory(request, path, trailing_slash, segments)
         if not stat.S_ISREG(st.st_mode) or trailing_slash:
-            return _not_found()
-        return self._file(request, path)
+            return self._missing(request, segments)
+        return self._file(request, path, segments)
 
     # -- paths ------------------------------------------------------------
 
@@ -648,10 +1071,13 @@ class StaticFiles:
         raw = request.raw_path
         root = getattr(request, "root_path", "")
         if root:
-            below = _below(raw, root)
-            if below is None:
-                return None, False
-            raw = below
+            # The part of the root path a proxy stripped is not in the path.
+            in_path = root[len(request.stripped_root) :]
+            if in_path:
+                below = _below(raw, in_path)
+                if below is None:
+                    return None, False
+                raw = below
         return _raw_segments(raw), raw.endswith(b"/")
 
     def _resolve(self, segments: list[str]) -> tuple[str, os.stat_result] | None:
@@ -701,30 +1127,41 @@ class StaticFiles:
 
     # -- files ------------------------------------------------------------
 
-    def _file(self, request: Request, path: str) -> Response:
+    def _file(
+        self, request: Request, path: str, segments: list[str], vary: bytes | None = None
+    ) -> Response:
+        """Answer with the file at `path`, which `segments` (below the
+        directory) named: the Cache-Control rules look at those."""
         headers = conditions(request.headers)
         content_type = _content_type(path)
         extra: RawHeaders = []
+        cache_control = self._cache.value_for(segments)
+        if cache_control is not None:
+            if cache_control is _IMMUTABLE and b"authorization" in headers:
+                cache_control = _IMMUTABLE_PRIVATE
+            extra.append((b"cache-control", cache_control))
         suffix = ""
         chosen = path
         if self.precompressed:
-            accept = headers.get(b"accept-encoding")
-            if accept:
-                sibling = self._sibling(path, accept)
-                if sibling is not None:
-                    extra.append((b"vary", b"Accept-Encoding"))
-                    if sibling[0]:
-                        chosen, coding = sibling[0], sibling[1]
-                        extra.append((b"content-encoding", coding.encode("ascii")))
-                        suffix = "-" + coding
+            sibling = self._sibling(path, headers.get(b"accept-encoding"))
+            if sibling is not None:
+                # On every answer, compressed or not: a cache must not hand
+                # either one to a client that asked with another Accept-Encoding.
+                vary = b"Accept-Encoding" if vary is None else b"Accept-Encoding, " + vary
+                if sibling[0]:
+                    chosen, coding = sibling[0], sibling[1]
+                    extra.append((b"content-encoding", coding.encode("ascii")))
+                    suffix = "-" + coding
+        if vary is not None:
+            extra.append((b"vary", vary))
         try:
             fd = os.open(chosen, _OPEN_FLAGS)
         except OSError as exc:
-            return _os_error(exc, chosen)
+            return self._os_error(exc, chosen, request.method)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # swapped for something else since the stat
-                return _not_found()
+                return self._error(404, request.method)
             plan = plan_file(request.method, headers, st, content_type, extra, suffix)
             if plan.file_bytes > IN_MEMORY_LIMIT:
                 response = FileResponse.from_plan(plan, fd, chosen)
@@ -735,13 +1172,12 @@ class StaticFiles:
             if fd >= 0:
                 os.close(fd)
 
-    def _sibling(self, path: str, accept: str) -> tuple[str | None, str] | None:
+    def _sibling(self, path: str, accept: str | None) -> tuple[str | None, str] | None:
         """``(path, coding)`` of the best precompressed sibling the client accepts,
         ``(None, "")`` when siblings exist but none is acceptable; None when
-        there is none at all."""
-        accepted = _accepted_codings(accept)
-        if not accepted:
-            return None
+        there is none at all. Looked for even without Accept-Encoding, whose
+        answer needs the Vary header all the same."""
+        accepted = _accepted_codings(accept) if accept else {}
         exists = False
         best: tuple[float, str, str] | None = None
         for coding, extension in _CODINGS:
@@ -751,19 +1187,60 @@ class StaticFiles:
                 continue
             if found is None or not stat.S_ISREG(found[1].st_mode):
                 continue
-            candidate = found[0]
             exists = True
+            if not accepted:
+                break  # nothing to choose: knowing that one exists is enough
             quality = accepted.get(coding, accepted.get("*", 0.0))
             if quality > 0 and (best is None or quality > best[0]):
-                best = (quality, candidate, coding)
+                best = (quality, found[0], coding)
         if best is not None:
             return best[1], best[2]
         return (None, "") if exists else None
 
+    # -- answers other than a file ------------------------------------------
+
+    def _missing(self, request: Request, segments: list[str]) -> Response:
+        """The answer for a path that names nothing that is served: the
+        fallback when there is one and the path qualifies, else 404.
+
+        A last segment without an extension (``/users/42``) is an app route:
+        fallback. One with an extension (``/assets/x.js``) is a missing file:
+        404, unless the client accepts text/html (a browser navigating), which
+        is then a decision made on Accept, hence ``Vary: Accept``.
+        """
+        page = self._fallback
+        if page is None:
+            return self._error(404, request.method)
+        name = segments[-1] if segments else ""
+        vary = None
+        if "." in name[1:]:
+            vary = b"Accept"
+            accept = request.headers.get("accept")
+            if accept is None or "text/html" not in accept.lower():
+                return self._error(404, request.method, [(b"vary", vary)])
+        return self._file(request, page.path, page.segments, vary)
+
+    def _error(self, status: int, method: str, extra: RawHeaders | None = None) -> Response:
+        """An error answer: the error page for `status` when there is one, else plain text."""
+        page = self._pages.get(status) if self._pages else None
+        if page is not None:
+            answer = _page_answer(status, page, method == "HEAD", extra)
+            if answer is not None:
+                return answer
+        return _plain(status, _REASONS[status], extra)
+
+    def _os_error(self, exc: OSError, path: str, method: str) -> Response:
+        if isinstance(exc, PermissionError):
+            return self._error(403, method)
+        if _is_missing(exc):
+            return self._error(404, method)
+        logger.error("cannot serve %r: %s", path, exc)
+        return self._error(500, method)
+
     # -- directories ------------------------------------------------------
 
     async def _directory(
-        self, request: Request, path: str, trailing_slash: bool, at_root: bool
+        self, request: Request, path: str, trailing_slash: bool, segments: list[str]
     ) -> Response:
         if not trailing_slash:
             return _add_slash(request)
@@ -773,14 +1250,14 @@ class StaticFiles:
             except OSError:
                 found = None
             if found is not None and stat.S_ISREG(found[1].st_mode):
-                return self._file(request, found[0])
+                return self._file(request, found[0], [*segments, self.index])
         if not self.listing:
-            return _not_found()
+            return self._missing(request, segments)
         try:
             shown = unquote_to_bytes(request.raw_path).decode("utf-8", "replace")
-            page = await asyncio.to_thread(self._listing_page, path, shown, at_root)
+            page = await asyncio.to_thread(self._listing_page, path, shown, not segments)
         except OSError as exc:
-            return _os_error(exc, path)
+            return self._os_error(exc, path, request.method)
         body = b"" if request.method == "HEAD" else page
         headers: RawHeaders = [
             (b"content-type", b"text/html; charset=utf-8"),
@@ -794,8 +1271,11 @@ class StaticFiles:
         if not at_root:
             rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
         entries = []
+        show_hidden = self.hidden
         with os.scandir(path) as scan:
             for entry in scan:
+                if not show_hidden and entry.name.startswith("."):
+                    continue
                 try:
                     if entry.is_symlink() and not self.follow_symlinks:
                         if self._inside(entry.path) is None:
@@ -914,6 +1394,9 @@ def _add_slash(request: Request) -> Response:
     # Leading slashes collapse to one: "//evil.example" must not become a
     # protocol-relative redirect to another host.
     location = b"/" + request.raw_path.lstrip(b"/") + b"/"
+    stripped = request.stripped_root
+    if stripped:  # a proxy took this prefix off: the client needs it back
+        location = quote(stripped).encode("ascii") + location
     if request.query_string:
         location += b"?" + request.query_string
     headers: RawHeaders = [encode_header("location", location.decode("latin-1"))]
@@ -938,13 +1421,8 @@ def _in_memory(plan: FilePlan, fd: int, head_only: bool) -> Response:
     return _Answer(plan.status, plan.headers, b"".join(chunks))
 
 
-def _os_error(exc: OSError, path: str) -> Response:
-    if isinstance(exc, PermissionError):
-        return _plain(403, "Forbidden\n")
-    if isinstance(exc, FileNotFoundError | NotADirectoryError) or exc.errno in _MISSING:
-        return _not_found()
-    logger.error("cannot serve %r: %s", path, exc)
-    return _plain(500, "Internal Server Error\n")
+def _is_missing(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError | NotADirectoryError) or exc.errno in _MISSING
 
 
 _MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EINVAL})
