@@ -767,12 +767,13 @@ class HTTPProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle or lingering, else after
-        this response."""
+        this response. A head under way is a request the client has started to
+        send: it is served (under header_timeout), then the connection closes."""
         phase = self._phase
         if phase == CLOSING:
             if self._transport is not None and not self._lost:
                 self._transport.close()
-        elif phase != BUSY:
+        elif phase != BUSY and phase != HEAD:
             self._close(linger=False)
 
     def _reset(self) -> None:

@@ -16,6 +16,13 @@ FORBIDDEN = {
     "flow": {"routing", "app", "static", "asgi", "wsgi"},
     "routing": {"protocol", "exchange", "flow", "server"},
     "app": {"protocol", "exchange", "flow", "server"},
+    # The deployment layers: trusted-proxy rules and the PROXY parser are
+    # sans-IO; the TLS settings know no loop; what runs before HTTP on a
+    # connection (front) is engine, below the apps.
+    "proxy": {"asyncio", "uvloop", "socket", "protocol", "server"},
+    "tls": {"asyncio", "uvloop", "protocol", "server"},
+    "front": {"routing", "app", "static", "asgi", "wsgi"},
+    "supervisor": {"protocol", "flow", "front"},
 }
 
 

@@ -90,6 +90,28 @@ async def test_shutdown_lets_the_in_flight_request_finish_and_closes_the_rest(
     assert not gate.cancelled.is_set()
 
 
+async def test_a_head_under_way_at_shutdown_is_answered(connect: ConnectFactory) -> None:
+    # Its first bytes came before the shutdown: the client is mid-request, and
+    # dropping it would lose a request that a proxy may not retry (a POST).
+    async with running(Gate()) as server:
+        client = await connect(server.port)
+        await client.send(b"POST /fast HTTP/1.1\r\nHost: test\r\nContent-")
+        shutdown = asyncio.create_task(server.shutdown(timeout=5))
+        try:
+            await asyncio.sleep(0.05)
+            await client.send(b"Length: 2\r\n\r\nhi")
+            reply = await client.response()
+            assert (reply.status, reply.body) == (200, b"fast")
+            assert (reply.header("connection") or "").lower() == "close"
+            assert await client.read_until_close() == b""
+            async with asyncio.timeout(READ_TIMEOUT):
+                await shutdown
+        finally:
+            shutdown.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shutdown
+
+
 async def test_shutdown_cancels_a_handler_that_outlives_the_graceful_timeout(
     connect: ConnectFactory,
 ) -> None:
