@@ -38,7 +38,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any, cast
 
-from .protocol import HTTPProtocol
+from .protocol import FRESH_AT_SHUTDOWN_S, HTTPProtocol
 from .proxy import ProxyProtocolError, parse_proxy_header
 from .tls import TLSInfo
 
@@ -96,7 +96,7 @@ class FrontProtocol(asyncio.Protocol):
         self._exchange = None
         self._app_paused = False
         self._write_closed = False
-        #: Whether the client sent any handshake byte (a port probe sends none).
+        #: Whether the client sent any byte (a port probe sends none).
         self._heard = False
 
     # -- before HTTP ------------------------------------------------------
@@ -108,7 +108,7 @@ class FrontProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (str(peer[0]), int(peer[1]))
         limit = state.config.max_connections
-        if state.shutting_down or (limit is not None and len(state.connections) >= limit):
+        if limit is not None and len(state.connections) >= limit:
             # No HTTP has been spoken yet, so there is no 503 to give: close.
             state.refused += 1
             self._phase = CLOSED
@@ -126,6 +126,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
+        self._heard = True
         if phase == OPEN:
             if self._write_closed:
                 return  # lingering after our close_notify: drop what comes
@@ -134,7 +135,6 @@ class FrontProtocol(asyncio.Protocol):
             self._decrypt()
         elif phase == HANDSHAKE:
             assert self._incoming is not None
-            self._heard = True
             self._incoming.write(data)
             self._handshake()
         elif phase == PREAMBLE:
@@ -245,6 +245,9 @@ class FrontProtocol(asyncio.Protocol):
 
     def deadline_passed(self) -> None:
         self._deadline = None
+        if self._state.shutting_down and not self._started():
+            self._close_raw()  # it never began: nothing to tell the log
+            return
         if self._phase == PREAMBLE:
             what = "PROXY protocol header"
         elif self._phase == HANDSHAKE:
@@ -255,8 +258,16 @@ class FrontProtocol(asyncio.Protocol):
         self._fail(f"{what} from {self._host()} not completed within {timeout:g}s (header_timeout)")
 
     def shutdown(self) -> None:
-        if self._phase in (PREAMBLE, HANDSHAKE):
-            self._close_raw()
+        # A client in its handshake is mid-request: let it finish (under
+        # header_timeout); its request is then served and the connection
+        # closed. One that has sent nothing yet gets a moment to start.
+        if self._phase in (PREAMBLE, HANDSHAKE) and not self._started():
+            grace = self._state.loop.time() + FRESH_AT_SHUTDOWN_S
+            if self._deadline is None or self._deadline > grace:
+                self._deadline = grace
+
+    def _started(self) -> bool:
+        return self._heard
 
     def abort(self) -> None:
         if self._raw is not None:

@@ -69,6 +69,9 @@ error_log = logging.getLogger("aserve.error")
 IDLE, HEAD, BUSY, DISCARD, CLOSING = range(5)
 
 LINGER_S = 2.0
+#: At shutdown, how long a connection that has not sent its first request yet
+#: is given to send it.
+FRESH_AT_SHUTDOWN_S = 1.0
 PIPELINE_LIMIT = 64 * 1024
 DRAIN_LIMIT = 256 * 1024
 
@@ -117,6 +120,7 @@ class HTTPProtocol(asyncio.Protocol):
         "_eof",
         "_disconnect_callbacks",
         "_server_address",
+        "_fresh",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -150,6 +154,8 @@ class HTTPProtocol(asyncio.Protocol):
         self._eof = False
         self._disconnect_callbacks: list[Callable[[], object]] | None = None
         self._server_address: tuple[str, int] | None | bool = False
+        #: No request has started on this connection yet.
+        self._fresh = True
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -161,7 +167,7 @@ class HTTPProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = peer if len(peer) == 2 else (peer[0], peer[1])
         limit = state.config.max_connections
-        if state.shutting_down or (limit is not None and len(state.connections) >= limit):
+        if limit is not None and len(state.connections) >= limit:
             # One write and no Request; the server's clock logs the count once
             # a second, so that a flood of connections is not a flood of lines.
             state.rejected.add(self)
@@ -169,7 +175,12 @@ class HTTPProtocol(asyncio.Protocol):
             self._refuse(RequestError(503, "Server busy, try again later"), log=False)
             return
         state.connections.add(self)
-        self._arm(state.config.keep_alive_timeout)
+        if state.shutting_down:
+            # Accepted just before the listener closed: its request is on the
+            # way and gets served (then the connection closes), not refused.
+            self._arm(min(state.config.keep_alive_timeout, FRESH_AT_SHUTDOWN_S))
+        else:
+            self._arm(state.config.keep_alive_timeout)
 
     def set_client(self, client: tuple[str, int] | None) -> None:
         """The client as a PROXY protocol header announced it."""
@@ -296,6 +307,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._arm(timeout)
         self._pipelined = 0
         self._pending = False
+        self._fresh = False
         state.requests += 1
         body = None
         if conn.chunked or conn.content_length:
@@ -773,6 +785,13 @@ class HTTPProtocol(asyncio.Protocol):
         if phase == CLOSING:
             if self._transport is not None and not self._lost:
                 self._transport.close()
+        elif phase == IDLE and self._fresh:
+            # A new connection whose request has not come yet (the client
+            # connected a moment ago): a short wait for it, not a close that
+            # would fail a request the client could not know to retry.
+            grace = min(self._state.config.keep_alive_timeout, FRESH_AT_SHUTDOWN_S)
+            if self._until is None or self._until > self._loop.time() + grace:
+                self._arm(grace)
         elif phase != BUSY and phase != HEAD:
             self._close(linger=False)
 

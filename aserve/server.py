@@ -43,6 +43,10 @@ from .tls import make_context, reload_context
 
 logger = logging.getLogger("aserve.error")
 
+#: Loop turns a shutdown waits, after the listener closed, for connections the
+#: loop had accepted but not yet made (asyncio makes them in a task).
+_ACCEPT_TURNS = 5
+
 
 class ServerState:
     """What every connection of one server shares."""
@@ -195,8 +199,10 @@ class Server:
                     start_serving=False,
                 )
         except OSError as exc:
+            # The loop's own text repeats the address; the reason alone is enough.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ListenError(
-                exc.errno, f"cannot listen on {self._where()}: {exc.strerror or exc}"
+                exc.errno, f"cannot listen on {self._where()}: {reason[:1].lower()}{reason[1:]}"
             ) from exc
         if config.debug and isinstance(self.handler, App):
             # The server's debug setting reaches the App (and, through its
@@ -247,6 +253,13 @@ class Server:
                 "SIGHUP: nothing to reload (certificates reload under HTTPS; "
                 "a new version of the code with --workers or --reload)"
             )
+
+    def stop_accepting(self) -> None:
+        """Close the listener: no new connections; those open are served on.
+        (`shutdown` does this first; a worker process that hands over to a
+        new one may want it alone.)"""
+        if self._server is not None:
+            self._server.close()
 
     def _where(self) -> str:
         config = self.config
@@ -320,6 +333,11 @@ class Server:
         assert state is not None and server is not None and self._stopped is not None
         state.shutting_down = True
         server.close()
+        # Connections accepted just before the close are still being made (a
+        # few loop turns on asyncio): let them arrive and be counted, so that
+        # they are served instead of cut when the process ends.
+        for _ in range(_ACCEPT_TURNS):
+            await asyncio.sleep(0)
         for rejected in list(state.rejected):
             rejected.abort()
         for protocol in list(state.connections):
@@ -465,9 +483,22 @@ def run(
         config = Config.build(**options)
     elif options:
         config = config.replace(**options)
+    if config.workers > 1 or config.max_requests is not None:
+        if on_started is not None:
+            raise ConfigError("on_started cannot be used with workers: each worker has its server")
+        from .supervisor import run as run_workers  # forks: imported only here
+
+        run_workers(handler, config)
+        return
     factory = new_event_loop_factory(config.loop)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(handler, config, on_started))
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(handler, config, on_started))
+    except ListenError as exc:
+        # A busy port is the user's to fix, not a bug: one line, as the
+        # command line says it, and exit status 1.
+        print(f"aserve: error: {exc.args[1] if len(exc.args) > 1 else exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 async def serve(

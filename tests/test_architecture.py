@@ -22,7 +22,7 @@ FORBIDDEN = {
     "proxy": {"asyncio", "uvloop", "socket", "protocol", "server"},
     "tls": {"asyncio", "uvloop", "protocol", "server"},
     "front": {"routing", "app", "static", "asgi", "wsgi"},
-    "supervisor": {"protocol", "flow", "front"},
+    "supervisor": {"protocol", "flow", "front", "cli"},
 }
 
 

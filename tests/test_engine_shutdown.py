@@ -162,3 +162,33 @@ async def test_serve_forever_returns_after_shutdown() -> None:
         async with asyncio.timeout(READ_TIMEOUT):
             await server.shutdown()
             await forever
+
+
+async def test_a_new_connection_at_shutdown_gets_a_moment_for_its_request(
+    connect: ConnectFactory,
+) -> None:
+    # Accepted a moment before the shutdown, its request not yet sent: closing
+    # it would fail a request the client cannot know to retry.
+    async with running(Gate()) as server:
+        late = await connect(server.port)
+        silent = await connect(server.port)
+        async with asyncio.timeout(READ_TIMEOUT):
+            while len(server._state.connections) < 2:
+                await asyncio.sleep(0.01)
+        shutdown = asyncio.create_task(server.shutdown(timeout=5))
+        try:
+            await asyncio.sleep(0.2)
+            await late.send(GET_FAST)
+            reply = await late.response()
+            assert (reply.status, reply.body) == (200, b"fast")
+            assert (reply.header("connection") or "").lower() == "close"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await silent.read_until_close() == b""  # closed after the moment
+            assert loop.time() - started < 2.5
+            async with asyncio.timeout(READ_TIMEOUT):
+                await shutdown
+        finally:
+            shutdown.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shutdown
