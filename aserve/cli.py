@@ -23,6 +23,14 @@ The server runs here rather than through `aserve.run`, so that the start line
 can be printed once the socket is bound (with port 0 it shows the real port).
 Signals are handled as `run` does: SIGINT or SIGTERM shuts down gracefully, a
 second one forces it; the exit status is then 0.
+
+With ``--workers`` above 1, ``--max-requests`` or ``--reload`` the command
+hands over to `aserve.supervisor` instead, which binds the socket and forks
+the workers; each worker imports TARGET itself (this process never does), so a
+TARGET that does not import still gives one line and status 2, from the first
+worker. ``--reload`` without TARGET serves the directory and restarts it when a
+watched file changes (harmless, if of little use). Without those options the
+supervisor is never imported.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import importlib
 import inspect
 import logging
@@ -41,7 +50,7 @@ import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from . import server as server_module
@@ -49,6 +58,10 @@ from .config import Config, config_fields
 from .errors import ConfigError, ListenError
 from .exchange import Handler
 from .server import Server, new_event_loop_factory
+from .tls import make_context
+
+if TYPE_CHECKING:
+    from .supervisor import ReloadOptions
 
 logger = logging.getLogger("aserve.error")
 
@@ -289,6 +302,79 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         threads=_threads,
     )
 
+    folder = parser.add_argument_group("serving a directory (without TARGET)")
+    folder.add_argument(
+        "--listing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="list folders that have no index.html (default: on)",
+    )
+    folder.add_argument(
+        "--show-hidden",
+        action="store_true",
+        default=False,
+        help="serve and list names starting with '.' (.git, .env...), hidden by default",
+    )
+    folder.add_argument(
+        "--cache-control",
+        action="append",
+        metavar="RULE",
+        help="Cache-Control for every file ('public, max-age=3600'), or for some "
+        "('*.html: no-cache'); repeatable (default: no-cache, immutable for fingerprinted names)",
+    )
+    folder.add_argument(
+        "--error-page",
+        dest="error_pages",
+        action="append",
+        metavar="STATUS=FILE",
+        help="a file of the folder as the body of an error: 404=404.html (403, 404, 405, 500); "
+        "repeatable",
+    )
+    folder.add_argument(
+        "--spa",
+        action="store_true",
+        default=False,
+        help="single-page app: a missing page gets index.html with 200 (not a missing asset)",
+    )
+    folder.add_argument(
+        "--fallback",
+        metavar="FILE",
+        help="like --spa with another file than index.html",
+    )
+    folder.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="ask for this user and password (HTTP Basic); visible to ps: prefer "
+        "ASERVE_AUTH or --auth-file",
+    )
+    folder.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="users and hashed passwords, one USER:HASH a line (make one with --hash-password)",
+    )
+    folder.add_argument(
+        "--hash-password",
+        metavar="USER",
+        help="ask for a password, print the USER:HASH line of an --auth-file, and exit",
+    )
+    folder.add_argument(
+        "--cors",
+        action="append",
+        metavar="ORIGIN",
+        help="let pages of this origin fetch the files ('*' for any); repeatable",
+    )
+    env.update(
+        listing=_parse_bool,
+        show_hidden=_parse_bool,
+        cache_control=lambda text: [text],
+        error_pages=lambda text: [text],
+        spa=_parse_bool,
+        fallback=str,
+        auth=str,
+        auth_file=str,
+        cors=lambda text: [text],
+    )
+
     groups = {
         "socket": parser.add_argument_group("socket"),
         "limits": parser.add_argument_group("limits and timeouts"),
@@ -297,6 +383,45 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         "proxy": parser.add_argument_group("behind a proxy"),
         "workers": parser.add_argument_group("worker processes"),
     }
+    reload = parser.add_argument_group("reload (development)")
+    reload.add_argument(
+        "--reload",
+        action="store_true",
+        default=False,
+        help="run one worker and restart it when a watched file changes; a change that "
+        "does not import is logged and the running worker stays",
+    )
+    reload.add_argument(
+        "--reload-dir",
+        dest="reload_dirs",
+        action="append",
+        metavar="DIR",
+        help="folder to watch, repeatable (default: --app-dir)",
+    )
+    reload.add_argument(
+        "--reload-include",
+        dest="reload_includes",
+        action="append",
+        metavar="GLOB",
+        help="watch files matching GLOB too, repeatable (*.py always)",
+    )
+    reload.add_argument(
+        "--reload-exclude",
+        dest="reload_excludes",
+        action="append",
+        metavar="GLOB",
+        help="never watch files or folders matching GLOB, repeatable (never: hidden ones, "
+        "__pycache__, .venv, venv, node_modules, *.pyc)",
+    )
+    reload.add_argument(
+        "--reload-poll",
+        action="store_true",
+        default=False,
+        help="read the files' times every 0.5 s even when watchfiles is installed "
+        "(for file systems that send no change events)",
+    )
+    env.update(reload=_parse_bool, reload_poll=_parse_bool)
+
     log_levels = ["critical", "error", "warning", "info", "debug"]
     groups["server"].add_argument(
         "--log-level",
@@ -387,7 +512,12 @@ def load_target(target: str, *, app_dir: str = ".", factory: bool = False) -> An
     """Import ``module:attribute`` (the attribute may be dotted); with `factory`
     or a trailing ``()``, call it and return what it returns."""
     if _TARGET_RE.fullmatch(target) is None:
-        raise ConfigError(f"TARGET must look like module:attribute, not {target!r}")
+        hint = ""
+        if target.isdigit():
+            hint = f": did you mean --port {target}?"
+        elif os.path.isdir(target):
+            hint = f": did you mean -d {target}?"
+        raise ConfigError(f"TARGET must look like module:attribute, not {target!r}{hint}")
     module_name, _, attribute = target.partition(":")
     if attribute.endswith("()"):
         attribute = attribute[:-2]
@@ -417,12 +547,33 @@ def load_target(target: str, *, app_dir: str = ".", factory: bool = False) -> An
     if factory:
         if not callable(obj):
             raise ConfigError(f"{target} is not callable, so it cannot be a factory")
+        needed = _required_arguments(obj)
+        if needed:
+            raise ConfigError(
+                f"--factory calls {target}() with no arguments, but it takes "
+                f"({', '.join(needed)}): it looks like the application itself; drop --factory"
+            )
         obj = obj()
         if inspect.isawaitable(obj):
             if inspect.iscoroutine(obj):
                 obj.close()
             raise ConfigError(f"{target} returned an awaitable; a factory must be a plain function")
     return obj
+
+
+def _required_arguments(obj: Any) -> list[str]:
+    """The names of the arguments `obj` cannot be called without."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is inspect.Parameter.empty
+        and (p.kind in kinds or p.kind is inspect.Parameter.KEYWORD_ONLY)
+    ]
 
 
 def _threads(text: str) -> int:
@@ -443,40 +594,167 @@ def as_handler(
 
     if interface == "auto":
         kind: str = asgi.detect_interface(obj)
-    elif interface == "asgi":
-        try:
-            kind = asgi.detect_interface(obj)
-        except ConfigError:
-            kind = "asgi3"
-        if kind not in ("asgi2", "asgi3"):
-            kind = "asgi3"
     else:
-        kind = interface
+        try:
+            detected: str | None = asgi.detect_interface(obj)
+        except ConfigError:
+            detected = None  # undetectable: forcing is what --interface is for
+        if detected is not None and not _may_force(interface, detected, obj):
+            raise ConfigError(
+                f"--interface {interface}, but {_name_of(obj)} is {_KINDS[detected]}: "
+                "drop --interface (it is detected) or check TARGET"
+            )
+        if interface == "asgi":
+            kind = detected if detected in ("asgi2", "asgi3") else "asgi3"
+        else:
+            kind = interface
     handler = asgi.wrap(obj, interface=kind, lifespan=lifespan, threads=threads)  # type: ignore[arg-type]
     return typing.cast(Handler, handler), kind
 
 
-def _directory_handler(directory: str) -> tuple[Handler, str]:
+_KINDS = {
+    "native": "an aserve handler",
+    "asgi2": "an ASGI 2 app",
+    "asgi3": "an ASGI 3 app (scope, receive, send)",
+    "wsgi": "a WSGI app (environ, start_response)",
+}
+
+
+def _may_force(interface: str, detected: str, obj: Any) -> bool:
+    """Whether --interface may overrule detection: only where detection could
+    be wrong (a plain one-argument function is a handler or an ASGI 2 app)."""
+    if interface == "wsgi":
+        return detected == "wsgi"
+    ambiguous = detected in ("native", "asgi2") and not inspect.iscoroutinefunction(obj)
+    if interface == "asgi":
+        return detected in ("asgi2", "asgi3") or ambiguous
+    return detected == "native" or ambiguous  # native
+
+
+def _name_of(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return str(name)
+
+
+def _load_application(
+    target: str, app_dir: str, factory: bool, interface: str, lifespan: str, threads: int | None
+) -> tuple[Handler, str]:
+    """TARGET imported and made a handler, and what it is ("myapp:app (asgi3)")."""
+    obj = load_target(target, app_dir=app_dir, factory=factory)
+    handler, kind = as_handler(obj, interface, lifespan, threads)
+    if lifespan != "auto" and kind not in ("asgi2", "asgi3"):
+        raise ConfigError(f"--lifespan is for ASGI apps; {target} is {_KINDS[kind]}")
+    if threads is not None and kind != "wsgi":
+        raise ConfigError(f"--threads is for WSGI apps; {target} is {_KINDS[kind]}")
+    return handler, f"{target} ({kind})"
+
+
+#: The options that shape what a directory server does; refused with a TARGET.
+DIRECTORY_OPTIONS = {
+    "directory": "-d/--directory",
+    "listing": "--listing/--no-listing",
+    "show_hidden": "--show-hidden",
+    "cache_control": "--cache-control",
+    "error_pages": "--error-page",
+    "spa": "--spa",
+    "fallback": "--fallback",
+    "auth": "--auth",
+    "auth_file": "--auth-file",
+    "cors": "--cors",
+}
+
+
+def _directory_handler(args: argparse.Namespace) -> tuple[Handler, str]:
+    """The directory server the options describe: StaticFiles, behind Basic
+    auth and CORS when asked. ConfigError for a value that does not work."""
+    from .middleware import BasicAuthMiddleware, CORSMiddleware, CredentialCheck, basic_auth_users
     from .static import StaticFiles
 
-    static = StaticFiles(directory, listing=True)
-    return static, f"directory {static.directory}"
+    if args.spa and args.fallback:
+        raise ConfigError("--spa is --fallback index.html: give one of them")
+    if args.auth and args.auth_file:
+        raise ConfigError("--auth and --auth-file: give one of them")
+    fallback = "index.html" if args.spa else args.fallback
+    static = StaticFiles(
+        args.directory or ".",
+        # A single-page app shows its index, not a listing, for a folder.
+        listing=args.listing and fallback is None,
+        hidden=args.show_hidden,
+        cache_control=args.cache_control,
+        error_pages=args.error_pages,
+        fallback=fallback,
+    )
+    handler: Handler = static
+    what = f"directory {static.directory}"
+    check: CredentialCheck | None = None
+    if args.auth:
+        user, colon, password = args.auth.partition(":")
+        if not colon or not user:
+            raise ConfigError("--auth must be USER:PASSWORD")
+        check = basic_auth_users({user: password})
+    elif args.auth_file:
+        from .passwords import basic_auth_file
+
+        check = basic_auth_file(args.auth_file)
+    if check is not None:
+        handler = _Behind(BasicAuthMiddleware(check), handler)
+        what += " (password protected)"
+    if args.cors:
+        methods = ["GET", "HEAD"]
+        handler = _Behind(CORSMiddleware(args.cors, allow_methods=methods), handler)
+    return handler, what
+
+
+class _Behind:
+    """A handler behind one middleware, without an App."""
+
+    __slots__ = ("middleware", "handler")
+
+    def __init__(self, middleware: Any, handler: Handler) -> None:
+        self.middleware = middleware
+        self.handler = handler
+
+    async def __call__(self, request: Any) -> Any:
+        return await self.middleware(request, self.handler)
+
+
+def _hash_password(user: str) -> int:
+    """--hash-password: the USER:HASH line of an --auth-file, for a password
+    typed twice (or one line of standard input, when it is not a terminal)."""
+    import getpass
+
+    from .passwords import hash_password
+
+    if ":" in user or not user:
+        return _fail("--hash-password USER: a user name without ':'")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {user}: ")
+        if getpass.getpass("again: ") != password:
+            return _fail("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        return _fail("an empty password")
+    print(f"{user}:{hash_password(password)}")
+    return 0
 
 
 # --------------------------------------------------------------------------- running
 
 
 def address(server: Server) -> str:
-    """Where `server` listens, as a URL (``http+unix://PATH`` for a Unix socket)."""
+    """Where `server` listens, as a URL (``http+unix://PATH`` for a Unix socket;
+    ``https`` when it speaks TLS)."""
+    scheme = "https" if server.tls else "http"
     for sock in server.sockets:
         name = sock.getsockname()
         if sock.family == getattr(socket, "AF_UNIX", None):
             path = name.decode() if isinstance(name, bytes) else name
-            return f"http+unix://{path}"
+            return f"{scheme}+unix://{path}"
         host, port = name[0], name[1]
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{port}"
+        return f"{scheme}://{host}:{port}"
     return "(no socket)"  # pragma: no cover - start() always binds one
 
 
@@ -501,6 +779,108 @@ async def serve(handler: Handler, config: Config, what: str) -> None:
         raise StartError(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
 
 
+def _reload_options(args: argparse.Namespace, config: Config) -> ReloadOptions | None:
+    """What --reload watches; None without --reload. ConfigError for options
+    that do not go together."""
+    given = [
+        option
+        for option, value in (
+            ("--reload-dir", args.reload_dirs),
+            ("--reload-include", args.reload_includes),
+            ("--reload-exclude", args.reload_excludes),
+            ("--reload-poll", args.reload_poll),
+        )
+        if value
+    ]
+    if not args.reload:
+        if given:
+            raise ConfigError(f"{given[0]} needs --reload")
+        return None
+    if config.workers > 1:
+        raise ConfigError(
+            f"--reload runs one worker and restarts it: not with --workers {config.workers}"
+        )
+    from .supervisor import DEFAULT_RELOAD_EXCLUDES, DEFAULT_RELOAD_INCLUDES, ReloadOptions
+
+    option, dirs = (
+        ("--reload-dir", args.reload_dirs) if args.reload_dirs else ("--app-dir", [args.app_dir])
+    )
+    for folder in dirs:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{option} {folder!r} is not a directory")
+    return ReloadOptions(
+        dirs=tuple(dirs),
+        includes=(*DEFAULT_RELOAD_INCLUDES, *(args.reload_includes or ())),
+        excludes=(*DEFAULT_RELOAD_EXCLUDES, *(args.reload_excludes or ())),
+        poll=args.reload_poll,
+    )
+
+
+def _supervise(args: argparse.Namespace, config: Config, reload: ReloadOptions | None) -> int:
+    """Run the workers under `aserve.supervisor` until SIGINT/SIGTERM; the exit status."""
+    from .supervisor import Application, Supervisor
+
+    if args.target:
+        load = functools.partial(
+            _load_application,
+            args.target,
+            args.app_dir,
+            args.factory,
+            args.interface,
+            args.lifespan,
+            args.threads,
+        )
+        app = Application(load, args.target)
+    else:
+        app = Application(functools.partial(_directory_handler, args), "the directory")
+
+    def started(description: str) -> None:
+        print(f"aserve {__version__} serving {description} (press Ctrl+C to quit)", flush=True)
+
+    try:
+        return Supervisor(config, app, reload=reload, on_started=started).run()
+    except ListenError as exc:
+        return _fail(str(exc.args[1] if len(exc.args) > 1 else exc), 1)
+    except KeyboardInterrupt:  # before the supervisor's signal handlers are in place
+        return 130
+
+
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options written on the command line (not
+    defaults): the parser again, with every default suppressed."""
+    quiet, _ = build_parser()
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def _check_combinations(args: argparse.Namespace, given: set[str]) -> None:
+    """Options that say nothing in the company they are in: refused, so that
+    none is silently ignored."""
+    if args.target:
+        for dest, option in DIRECTORY_OPTIONS.items():
+            if dest in given:
+                raise ConfigError(
+                    f"{option} is for serving a directory (no TARGET); "
+                    f"with {args.target} it would do nothing"
+                )
+    elif "factory" in given and args.factory:
+        raise ConfigError("--factory calls TARGET to make the application, and there is no TARGET")
+    elif "interface" in given or "lifespan" in given or "threads" in given:
+        option = next(o for o in ("interface", "lifespan", "threads") if o in given)
+        raise ConfigError(f"--{option} is about TARGET, and there is no TARGET")
+    for listener in ("uds", "fd"):
+        if getattr(args, listener) is None:
+            continue
+        for dest in ("port", "host"):
+            if dest in given:
+                raise ConfigError(
+                    f"--{dest} with --{listener}: the server listens on the "
+                    f"{'Unix socket' if listener == 'uds' else 'inherited socket'} only "
+                    f"(drop --{dest})"
+                )
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(f"aserve: error: {message}", file=sys.stderr, flush=True)
     return status
@@ -509,10 +889,17 @@ def _fail(message: str, status: int = 2) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, converters = build_parser()
     try:
-        parser.set_defaults(**environment_defaults(converters, os.environ))
+        from_environment = environment_defaults(converters, os.environ)
     except UsageError as exc:
         return _fail(str(exc))
+    parser.set_defaults(**from_environment)
     args = parser.parse_args(argv)
+    if args.hash_password is not None:
+        return _hash_password(args.hash_password)
+    try:
+        _check_combinations(args, given_options(argv) | set(from_environment))
+    except ConfigError as exc:
+        return _fail(str(exc))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -524,12 +911,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = Config.build(**options)
         loop_factory = new_event_loop_factory(config.loop)
+        make_context(config)  # certificate files that do not load: one line, before the app
+        reload = _reload_options(args, config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if reload is not None or config.workers > 1 or config.max_requests is not None:
+        return _supervise(args, config, reload)
+    try:
         if args.target:
-            obj = load_target(args.target, app_dir=args.app_dir, factory=args.factory)
-            handler, kind = as_handler(obj, args.interface, args.lifespan, args.threads)
-            what = f"{args.target} ({kind})"
+            handler, what = _load_application(
+                args.target, args.app_dir, args.factory, args.interface, args.lifespan, args.threads
+            )
         else:
-            handler, what = _directory_handler(args.directory)
+            handler, what = _directory_handler(args)
     except ConfigError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -544,6 +938,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.run(serve(handler, config, what))
     except StartError as exc:
         return _fail(str(exc), 1)
+    except ConfigError as exc:
+        return _fail(str(exc))
     except KeyboardInterrupt:  # pragma: no cover - only where signal handlers are missing
         return 0
     except Exception as exc:

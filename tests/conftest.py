@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import importlib.util
+import os
+import re
+import selectors
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 import pytest
@@ -445,3 +451,120 @@ async def connect() -> AsyncIterator[ConnectFactory]:
     yield _connect
     for client in clients:
         await client.close()
+
+
+# --------------------------------------------------------------------------- the command
+
+
+START_TIMEOUT = 10.0
+EXIT_TIMEOUT = 10.0
+START_LINE = re.compile(
+    r"aserve (?P<version>\S+) serving (?P<what>.+) on "
+    r"(?P<url>http://127\.0\.0\.1:(?P<port>\d+)|http\+unix://(?P<path>\S+)) "
+    r"\(press Ctrl\+C to quit\)"
+)
+
+
+class Running:
+    """A started `aserve` process and what its start line said."""
+
+    def __init__(self, proc: subprocess.Popen[str], match: re.Match[str]) -> None:
+        self.proc = proc
+        self.match = match
+
+    @property
+    def port(self) -> int:
+        return int(self.match.group("port"))
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response
+
+    def body(self, path: str) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", path)
+        data = conn.getresponse().read()
+        conn.close()
+        return data
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        """Signal the server, wait for it to exit; its status and stderr."""
+        self.proc.send_signal(sig)
+        try:
+            _, stderr = self.proc.communicate(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+            raise AssertionError(f"aserve did not exit after {sig!r}; stderr:\n{stderr}") from None
+        return self.proc.returncode, stderr
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASERVE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_aserve(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = EXIT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m aserve ARGS` to completion (for options that make it exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "aserve", *args],
+        cwd=cwd,
+        env=environment(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return proc.stdout.readline()
+
+
+class Start(Protocol):
+    def __call__(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Running: ...
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def _start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Running:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aserve", *args],
+            cwd=cwd or tmp_path,
+            env=environment(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        line = read_line(proc, START_TIMEOUT)
+        match = START_LINE.fullmatch(line.strip())
+        if match is None:
+            proc.kill()
+            _, stderr = proc.communicate()
+            raise AssertionError(f"no start line, got {line!r}; stderr:\n{stderr}")
+        return Running(proc, match)
+
+    yield _start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
