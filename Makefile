@@ -30,9 +30,13 @@ H11_PUBLIC_TESTS := tests/test_connection*.py tests/test_engine_corpus.py \
 	tests/test_engine_framing.py tests/test_engine_limits.py tests/test_engine_body.py \
 	tests/test_engine_keepalive.py tests/test_engine_streaming.py
 
+# Most tests wait on sockets and timers more than they compute: four at a time.
+# Those marked serial measure the whole process (memory, live objects) or
+# timing to the second, and run alone afterwards.
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
-	ASERVE_H11_PUBLIC_ONLY=1 $(BIN)/pytest -q -p no:randomly $(H11_PUBLIC_TESTS)
+	$(BIN)/pytest -n 4 -m "not serial"
+	$(BIN)/pytest -m serial
+	ASERVE_H11_PUBLIC_ONLY=1 $(BIN)/pytest -q -p no:randomly -n 4 $(H11_PUBLIC_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt

@@ -45,6 +45,7 @@ from conftest import READ_TIMEOUT, RawClient, ServeFactory, assert_serving, pars
 import aserve
 
 pytestmark = [
+    pytest.mark.serial,  # a thousand clients timed to the second: run alone
     pytest.mark.skipif(
         not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"),
         reason="reads TCP connection states with TCP_INFO (Linux)",

@@ -41,7 +41,8 @@ from aserve.exchange import Exchange
 from aserve.flow import BodyStream, WriteGate
 from aserve.protocol import HTTPProtocol
 
-pytestmark = pytest.mark.timeout(90)
+# Counts every live object of the process: run alone (make test's serial pass).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.serial]
 
 TOTAL = 20_000
 WARM_UP = 2_000

@@ -27,6 +27,7 @@ TAIL = b"THE END"
 RSS_ALLOWANCE = 6 * 1024 * 1024
 
 pytestmark = [
+    pytest.mark.serial,  # reads this process's resident memory: run alone
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
     pytest.mark.timeout(60),
 ]

@@ -100,3 +100,50 @@ def test_sighup_reloads_the_certificate(
     with pytest.raises(ssl.SSLCertVerificationError):
         get(port, old_ca)
     assert process.poll() is None  # still the same process
+
+
+def test_workers_serve_https_and_sighup_brings_the_new_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    certfile, keyfile = write_pair(ca, tmp_path)
+    (tmp_path / "pidapp.py").write_text(
+        "import os\nimport aserve\n"
+        "async def app(request):\n"
+        "    return aserve.PlainTextResponse(str(os.getpid()))\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aserve", "pidapp:app", "--app-dir", str(tmp_path)]
+        + ["--port", str(port), "--workers", "2"]
+        + ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"https://127.0.0.1:{port} with 2 workers" in line, line
+        pids = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2:
+            assert time.monotonic() < deadline, f"one worker only: {pids}"
+            pids.add(int(get(port, ca).split(b"\r\n\r\n", 1)[1]))
+        new_ca = trustme.CA()
+        write_pair(new_ca, tmp_path)
+        os.kill(process.pid, signal.SIGHUP)  # new workers, new certificate
+        while True:
+            try:
+                answer = get(port, new_ca)
+                break
+            except ssl.SSLCertVerificationError:
+                assert time.monotonic() < deadline + 20, "the new certificate never came"
+                time.sleep(0.05)
+        assert int(answer.split(b"\r\n\r\n", 1)[1]) not in pids
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
