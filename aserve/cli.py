@@ -44,7 +44,6 @@ import inspect
 import logging
 import os
 import re
-import socket
 import sys
 import traceback
 import types
@@ -57,7 +56,7 @@ from . import server as server_module
 from .config import Config, config_fields
 from .errors import ConfigError, ListenError
 from .exchange import Handler
-from .server import Server, new_event_loop_factory
+from .server import Server, listen_url, new_event_loop_factory
 from .tls import make_context
 
 if TYPE_CHECKING:
@@ -745,16 +744,8 @@ def _hash_password(user: str) -> int:
 def address(server: Server) -> str:
     """Where `server` listens, as a URL (``http+unix://PATH`` for a Unix socket;
     ``https`` when it speaks TLS)."""
-    scheme = "https" if server.tls else "http"
     for sock in server.sockets:
-        name = sock.getsockname()
-        if sock.family == getattr(socket, "AF_UNIX", None):
-            path = name.decode() if isinstance(name, bytes) else name
-            return f"{scheme}+unix://{path}"
-        host, port = name[0], name[1]
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{port}"
+        return listen_url(sock, server.tls)
     return "(no socket)"  # pragma: no cover - start() always binds one
 
 

@@ -144,6 +144,16 @@ class Config:
         config.validate()
         return config
 
+    @property
+    def where(self) -> str:
+        """Where the settings say to listen, for messages: a Unix socket's path,
+        ``fd N`` or ``host:port``."""
+        if self.uds is not None:
+            return self.uds
+        if self.fd is not None:
+            return f"fd {self.fd}"
+        return f"{self.host}:{self.port}"
+
     def replace(self, **options: Any) -> Config:
         """A copy with some settings changed, validated like `build`."""
         merged = {f.name: getattr(self, f.name) for f in fields(self)}

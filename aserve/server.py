@@ -199,11 +199,7 @@ class Server:
                     start_serving=False,
                 )
         except OSError as exc:
-            # The loop's own text repeats the address; the reason alone is enough.
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError(
-                exc.errno, f"cannot listen on {self._where()}: {reason[:1].lower()}{reason[1:]}"
-            ) from exc
+            raise listen_error(exc, config.where) from exc
         if config.debug and isinstance(self.handler, App):
             # The server's debug setting reaches the App (and, through its
             # start-up, the Apps mounted in it), which answers its own 500s.
@@ -260,14 +256,6 @@ class Server:
         new one may want it alone.)"""
         if self._server is not None:
             self._server.close()
-
-    def _where(self) -> str:
-        config = self.config
-        if config.uds is not None:
-            return config.uds
-        if config.fd is not None:
-            return f"fd {config.fd}"
-        return f"{config.host}:{config.port}"
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -436,6 +424,27 @@ class Server:
         # Date header changes on time.
         delay = min(self._clock_interval, 1.0 - time.time() % 1.0 + 0.001)
         self._clock = loop.call_later(delay, self._tick)
+
+
+def listen_error(exc: OSError, where: str) -> ListenError:
+    """The one line for a socket that cannot listen (the loop's own text
+    repeats the address: the reason alone is enough)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ListenError(exc.errno, f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}")
+
+
+def listen_url(sock: socket.socket, tls: bool = False) -> str:
+    """Where `sock` listens, as a URL (``http+unix://PATH`` for a Unix socket;
+    ``https`` with `tls`)."""
+    scheme = "https" if tls else "http"
+    name = sock.getsockname()
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        path = name.decode() if isinstance(name, bytes) else name
+        return f"{scheme}+unix://{path}"
+    host, port = name[0], name[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 def clock_interval(config: Config) -> float:

@@ -55,7 +55,7 @@ from typing import Any, Literal, NoReturn, Protocol
 from .config import Config
 from .errors import AserveError, ConfigError, ListenError
 from .exchange import Handler
-from .server import Server, new_event_loop_factory
+from .server import Server, listen_error, listen_url, new_event_loop_factory
 
 logger = logging.getLogger("aserve.error")
 
@@ -615,9 +615,7 @@ class Listeners:
                 self._shared = self._bind_tcp(reuse_port=False)
         except OSError as exc:
             self.close()
-            raise ListenError(
-                exc.errno, f"cannot listen on {self._where()}: {exc.strerror or exc}"
-            ) from exc
+            raise listen_error(exc, self.config.where) from exc
 
     def for_slot(self, slot: int) -> socket.socket:
         if self._shared is not None:
@@ -693,28 +691,6 @@ class Listeners:
             raise
         self._uds_file = (found.st_dev, found.st_ino)
         return sock
-
-    def _where(self) -> str:
-        config = self.config
-        if config.uds is not None:
-            return config.uds
-        if config.fd is not None:
-            return f"fd {config.fd}"
-        return f"{config.host}:{config.port}"
-
-
-def listen_url(sock: socket.socket, tls: bool = False) -> str:
-    """Where `sock` listens, as a URL (``http+unix://PATH`` for a Unix socket;
-    ``https`` with `tls`)."""
-    scheme = "https" if tls else "http"
-    name = sock.getsockname()
-    if sock.family == socket.AF_UNIX:
-        path = name.decode() if isinstance(name, bytes) else name
-        return f"{scheme}+unix://{path}"
-    host, port = name[0], name[1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
 
 
 # --------------------------------------------------------------------------- --reload

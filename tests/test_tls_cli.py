@@ -3,6 +3,7 @@ SIGHUP reloads the certificate files without a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,6 +46,27 @@ def get(port: int, ca: trustme.CA) -> bytes:
             return data
 
 
+@contextlib.contextmanager
+def aserve_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m aserve ARGS` running, and its start line; SIGINT at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aserve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process, process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, trustme.CA, Path]]:
     ca = trustme.CA()
@@ -52,25 +74,11 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, trustme
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text("<p>secure</p>")
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aserve", "-d", str(tmp_path / "site"), "--port", str(port)]
-        + ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+    site = str(tmp_path / "site")
+    tls = ("--ssl-certfile", certfile, "--ssl-keyfile", keyfile)
+    with aserve_process("-d", site, "--port", str(port), *tls) as (process, line):
         assert f"https://127.0.0.1:{port}" in line, line
         yield process, port, ca, tmp_path
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
 
 
 def test_https_from_the_command_line(
@@ -111,17 +119,9 @@ def test_workers_serve_https_and_sighup_brings_the_new_certificate(tmp_path: Pat
         "    return aserve.PlainTextResponse(str(os.getpid()))\n"
     )
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aserve", "pidapp:app", "--app-dir", str(tmp_path)]
-        + ["--port", str(port), "--workers", "2"]
-        + ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+    args = ("pidapp:app", "--app-dir", str(tmp_path), "--port", str(port), "--workers", "2")
+    tls = ("--ssl-certfile", certfile, "--ssl-keyfile", keyfile)
+    with aserve_process(*args, *tls) as (process, line):
         assert f"https://127.0.0.1:{port} with 2 workers" in line, line
         pids = set()
         deadline = time.monotonic() + 20
@@ -139,11 +139,4 @@ def test_workers_serve_https_and_sighup_brings_the_new_certificate(tmp_path: Pat
                 assert time.monotonic() < deadline + 20, "the new certificate never came"
                 time.sleep(0.05)
         assert int(answer.split(b"\r\n\r\n", 1)[1]) not in pids
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0
