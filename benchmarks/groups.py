@@ -1,12 +1,14 @@
 """The benchmark groups: which servers are compared, on which request, with which targets.
 
 A group is a set of servers compared with each other in the same run, on one
-or more cases (a request path and what a correct reply to it is). Each server
-is a module under ``servers/`` started as ``PYTHON servers/MODULE.py PORT
-[ARG]``; its name is the one shown in its group's table, so the same name
-(``aserve``) stands for a different module in different groups. A group's
-``references`` are the servers the others are given as ratios of, and its
-``targets`` are the ratios the project aims for. See benchmarks/README.md.
+or more cases (a request path, the headers wrk adds, and what a correct reply
+is). Each server is a module under ``servers/`` started as ``PYTHON
+servers/MODULE.py PORT [ARG]``, over HTTPS when its spec says ``tls``; its name
+is the one shown in its group's table, so the same name (``aserve``) stands for
+a different module in different groups. A group's ``references`` are the
+servers the others are given as ratios of, its ``targets`` are the ratios the
+project aims for, and its ``comparisons`` are ratios printed without a target.
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Case:
     #: The reply's content-type must start with this.
     content_type: str
     body: BodyCheck
+    #: Headers wrk sends with every request (``-H``), and the check with its one.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def problem(self, status: int, content_type: str, body: bytes) -> str | None:
         """Why a reply is wrong (status 200, content-type, body), or None when it is right."""
@@ -102,11 +106,18 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     #: Extra Python that must run without error (e.g. an attribute check).
     probe: str = ""
+    #: Serve HTTPS: the module gets the run's certificate through $SSL_CERTFILE
+    #: and $SSL_KEYFILE (see servers/settings.py) and wrk asks for https://.
+    tls: bool = False
 
     @property
     def key(self) -> tuple[str, ...]:
         """Identifies the process run: the same key in two groups is measured once."""
-        return (self.module, *self.args)
+        return (self.module, *self.args, *(("https",) if self.tls else ()))
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,17 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """``server`` over ``reference``, computed as a target is but with no factor to meet."""
+
+    server: str
+    reference: str
+
+    def __str__(self) -> str:
+        return f"{self.server} over {self.reference}"
+
+
+@dataclass(frozen=True)
 class Group:
     name: str
     title: str
@@ -134,8 +156,13 @@ class Group:
     #: Servers every other one is given as a ratio of.
     references: tuple[str, ...]
     targets: tuple[Target, ...] = ()
+    comparisons: tuple[Comparison, ...] = ()
     #: Show wrk's transfer rate (MiB/s) beside requests/s.
     show_transfer: bool = False
+    #: Server on one CPU and wrk on the other (``--server-cpu``/``--client-cpu``).
+    #: False for servers of several processes: then neither the server nor wrk
+    #: is pinned, for every server of the group alike.
+    pinned: bool = True
 
     def select(self, only: Sequence[str] = ()) -> Group:
         """This group with only the servers named in ``only`` (all when it is empty)."""
@@ -186,31 +213,71 @@ STATIC_CASES = tuple(
     for name, size in static_files.FILES.items()
 )
 
+HELLO_CLOSE = dataclasses.replace(
+    HELLO,
+    name="close",
+    label="13-byte Hello, World!, Connection: close (a new connection per request)",
+    headers=(("Connection", "close"),),
+)
+
+ASERVE_HELLO = ServerSpec(
+    "aserve",
+    "aserve_hello.py",
+    "aserve.run() with a PlainTextResponse handler",
+    requires=("aserve", "h11"),
+    packages=("h11", "uvloop"),
+    probe="aserve.run; aserve.PlainTextResponse",
+)
 ASGI_H11 = _uvicorn("uvicorn-h11", "uvicorn_hello.py", "raw ASGI app", "h11")
 ASGI_HTTPTOOLS = _uvicorn("uvicorn-httptools", "uvicorn_hello.py", "raw ASGI app", "httptools")
+HYPERCORN_HELLO = ServerSpec(
+    "hypercorn",
+    "hypercorn_hello.py",
+    "hypercorn, uvloop worker, raw ASGI app",
+    requires=("hypercorn",),
+    packages=("hypercorn", "h11", "uvloop"),
+)
+
+
+def _https(spec: ServerSpec, how: str) -> ServerSpec:
+    """``spec`` serving HTTPS with the run's certificate; ``how`` says whose TLS it is."""
+    return dataclasses.replace(spec, description=f"{spec.description}, HTTPS ({how})", tls=True)
+
+
+def _aserve_workers(count: int, *options: str) -> ServerSpec:
+    """The aserve command on the hello handler: a supervisor and ``count`` workers when
+    ``count`` > 1, else one process (servers/aserve_workers.py), with ``options``."""
+    return ServerSpec(
+        "-".join([f"aserve-{count}w", *(o.lstrip("-") for o in options)]),
+        "aserve_workers.py",
+        " ".join(["aserve aserve_hello:hello", f"--workers {count}", *options]),
+        requires=("aserve", "h11"),
+        packages=("h11", "uvloop"),
+        args=(str(count), *options),
+    )
+
+
+def _uvicorn_workers(count: int) -> ServerSpec:
+    """uvicorn on the raw ASGI app with ``count`` worker processes (servers/uvicorn_workers.py)."""
+    return ServerSpec(
+        f"uvicorn-h11-{count}w",
+        "uvicorn_workers.py",
+        f"uvicorn asgi_app:app --http h11 --workers {count}",
+        requires=("uvicorn", "h11", "uvloop"),
+        packages=("uvicorn", "h11", "uvloop"),
+        args=("h11", str(count)),
+    )
+
 
 GROUPS: tuple[Group, ...] = (
     Group(
         "hello",
         "Hello, World! from each server's plainest handler",
         (
-            ServerSpec(
-                "aserve",
-                "aserve_hello.py",
-                "aserve.run() with a PlainTextResponse handler",
-                requires=("aserve", "h11"),
-                packages=("h11", "uvloop"),
-                probe="aserve.run; aserve.PlainTextResponse",
-            ),
+            ASERVE_HELLO,
             ASGI_H11,
             ASGI_HTTPTOOLS,
-            ServerSpec(
-                "hypercorn",
-                "hypercorn_hello.py",
-                "hypercorn, uvloop worker, raw ASGI app",
-                requires=("hypercorn",),
-                packages=("hypercorn", "h11", "uvloop"),
-            ),
+            HYPERCORN_HELLO,
             ServerSpec(
                 "aiohttp",
                 "aiohttp_hello.py",
@@ -312,6 +379,46 @@ GROUPS: tuple[Group, ...] = (
         STATIC_CASES,
         references=("http.server", "starlette"),
         show_transfer=True,
+    ),
+    Group(
+        "tls",
+        "Hello, World! over HTTPS, and the same servers over plain HTTP",
+        (
+            _https(ASERVE_HELLO, "aserve's layer over ssl.SSLObject"),
+            _https(ASGI_H11, "uvloop's"),
+            _https(ASGI_HTTPTOOLS, "uvloop's"),
+            _https(HYPERCORN_HELLO, "uvloop's"),
+            dataclasses.replace(ASERVE_HELLO, name="aserve-http"),
+            dataclasses.replace(ASGI_H11, name="uvicorn-h11-http"),
+        ),
+        (HELLO, HELLO_CLOSE),
+        references=("uvicorn-h11",),
+        comparisons=(
+            Comparison("aserve", "uvicorn-h11"),
+            Comparison("aserve", "aserve-http"),
+            Comparison("uvicorn-h11", "uvicorn-h11-http"),
+        ),
+    ),
+    Group(
+        "workers",
+        "Hello, World! from 2 worker processes and from 1, on 2 CPUs shared with wrk",
+        (
+            _aserve_workers(1),
+            _aserve_workers(2),
+            _aserve_workers(2, "--reuse-port"),
+            _uvicorn_workers(1),
+            _uvicorn_workers(2),
+        ),
+        (HELLO,),
+        references=("aserve-1w", "uvicorn-h11-1w"),
+        comparisons=(
+            Comparison("aserve-2w", "aserve-1w"),
+            Comparison("aserve-2w-reuse-port", "aserve-1w"),
+            Comparison("uvicorn-h11-2w", "uvicorn-h11-1w"),
+            Comparison("aserve-2w", "uvicorn-h11-2w"),
+            Comparison("aserve-1w", "uvicorn-h11-1w"),
+        ),
+        pinned=False,
     ),
 )
 

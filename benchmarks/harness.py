@@ -4,18 +4,21 @@ Each server is a small module under ``benchmarks/servers/`` (listed in
 groups.py) started as ``PYTHON servers/MODULE.py PORT [ARG]`` in its own
 process group, optionally pinned to one CPU with ``taskset``. The project root
 is put on ``PYTHONPATH`` so that aserve runs from the source tree without being
-installed.
+installed. Servers that speak HTTPS get a certificate made once per run
+(`make_certificate`).
 """
 
 from __future__ import annotations
 
 import http.client
+import importlib.metadata
 import json
 import os
 import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -101,6 +104,71 @@ def choose_python(requested: str | None) -> str:
         return os.path.abspath(found)
     venv_python = BENCH_DIR / ".venv" / "bin" / "python"
     return str(venv_python) if venv_python.exists() else sys.executable
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate chain and its key, as PEM files, for the HTTPS servers of a run."""
+
+    certfile: str
+    keyfile: str
+    #: How it was made, for the results.
+    made_by: str
+
+    def env(self) -> dict[str, str]:
+        """What a server module reads them from (servers/settings.py)."""
+        return {"SSL_CERTFILE": self.certfile, "SSL_KEYFILE": self.keyfile}
+
+
+def make_certificate(folder: str) -> Certificate:
+    """A certificate for 127.0.0.1 with an ECDSA P-256 key, written into ``folder``.
+
+    With trustme importable here: a leaf issued by a throwaway CA (the server
+    sends the leaf alone, as it would with a real CA). Else a self-signed one
+    from the ``openssl`` command. The same kind of key either way, since the
+    key's type sets what a handshake costs; wrk verifies neither.
+    """
+    certfile = os.path.join(folder, "cert.pem")
+    keyfile = os.path.join(folder, "key.pem")
+    try:
+        import trustme
+    except ImportError:
+        pass
+    else:
+        leaf = trustme.CA().issue_cert(HOST, "localhost")
+        leaf.private_key_pem.write_to_path(keyfile)
+        with open(certfile, "wb") as f:
+            for pem in leaf.cert_chain_pems:
+                f.write(pem.bytes())
+        version = importlib.metadata.version("trustme")
+        return Certificate(certfile, keyfile, f"trustme {version}, ECDSA P-256")
+    if shutil.which("openssl") is None:
+        raise SystemExit("HTTPS servers need a certificate: install trustme or openssl")
+    argv = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={HOST}",
+        "-addext",
+        f"subjectAltName=IP:{HOST},DNS:localhost",
+        "-keyout",
+        keyfile,
+        "-out",
+        certfile,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"openssl could not make a certificate: {proc.stderr.strip()}")
+    version = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout
+    return Certificate(certfile, keyfile, f"self-signed, ECDSA P-256, {version.strip()}")
 
 
 def free_port() -> int:
@@ -198,11 +266,26 @@ class RunningServer:
                 time.sleep(0.05)
         raise ServerError(f"port {self.port} did not accept within {timeout:.0f} s")
 
-    def check_reply(self, case: Case) -> None:
-        """One ``GET case.path``, answered as ``case`` says (status 200, content-type, body)."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+    def check_reply(self, case: Case, tls: bool = False) -> str:
+        """One ``GET case.path`` with the case's headers, answered as ``case`` says
+        (status 200, content-type, body), over HTTPS when ``tls``.
+
+        Returns the TLS version and cipher the server chose ("" without TLS).
+        """
+        conn: http.client.HTTPConnection
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # as wrk does
+            conn = http.client.HTTPSConnection(HOST, self.port, timeout=10, context=context)
+        else:
+            conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        session = ""
         try:
-            conn.request("GET", case.path)
+            conn.request("GET", case.path, headers=dict(case.headers))
+            if isinstance(conn.sock, ssl.SSLSocket):  # before a Connection: close drops it
+                cipher = conn.sock.cipher()
+                session = f"{conn.sock.version()} {cipher[0] if cipher else '?'}"
             response = conn.getresponse()
             body = response.read()
             ctype = response.getheader("content-type", "")
@@ -218,6 +301,30 @@ class RunningServer:
             raise ServerError(f"GET {case.path} answered {problem}")
         if self.proc.poll() is not None:
             raise self._died()
+        return session
+
+    def resumes_tls(self, case: Case) -> bool:
+        """Whether the server resumes a TLS session on a second connection, as wrk
+        asks it to when it reconnects (``Connection: close``): then such a
+        handshake skips the certificate and its signature."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = f"GET {case.path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        session = None
+        try:
+            for _ in range(2):
+                with socket.create_connection((HOST, self.port), timeout=10) as raw:
+                    with context.wrap_socket(raw, session=session) as sock:
+                        sock.sendall(request.encode("ascii"))
+                        while sock.recv(65536):
+                            pass  # to the close: a TLS 1.3 ticket comes after the handshake
+                        if session is not None:
+                            return bool(sock.session_reused)
+                        session = sock.session
+        except OSError as exc:
+            raise ServerError(f"TLS session check failed: {exc!r}") from exc
+        return False
 
     def stop(self) -> None:
         """SIGINT to the process group, SIGKILL if it is still there after 5 s."""
@@ -311,6 +418,29 @@ def tree_cpu_seconds(root: int) -> float:
     stats = _proc_stats()
     ticks = sum(sum(int(stats[pid][i]) for i in (11, 12, 13, 14)) for pid in _tree(root, stats))
     return ticks / _CLK_TCK
+
+
+def process_cpu_seconds(root: int) -> dict[tuple[int, int], float]:
+    """CPU seconds (user + system) used so far by each live process of ``root``'s tree,
+    keyed by (pid, start): how a server of several processes shares its work."""
+    stats = _proc_stats()
+    return {
+        (pid, int(stats[pid][19])): (int(stats[pid][11]) + int(stats[pid][12])) / _CLK_TCK
+        for pid in _tree(root, stats)
+    }
+
+
+def machine_cpu_seconds() -> tuple[float, float, float]:
+    """Seconds all CPUs together have spent busy, idle (with iowait), and stolen by
+    the hypervisor (a vCPU wanted to run while the host ran something else), from
+    the ``cpu`` line of /proc/stat. Busy counts every process, short-lived ones
+    included, and interrupt handling."""
+    with open("/proc/stat") as f:
+        # cpu user nice system idle iowait irq softirq steal (guest time is in user)
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks + [0] * (8 - len(ticks))
+    busy = user + nice + system + irq + softirq
+    return busy / _CLK_TCK, (idle + iowait) / _CLK_TCK, steal / _CLK_TCK
 
 
 def _cpu_times(exclude: set[int]) -> dict[tuple[int, int], float]:

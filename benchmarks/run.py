@@ -4,7 +4,10 @@ Each group (see groups.py) compares a few servers on the same request. For
 each server and request in turn: start the server pinned to one CPU, wait for
 its port, check one reply, warm it up, run ``wrk -t1 -c<C> -d<D>s --latency``
 pinned to another CPU, and read requests/s, p99 latency, transfer/s, and the
-CPU time the server's processes used per completed request; stop it. With
+CPU time the server's processes used per completed request; stop it. A group
+of servers with several processes (``workers``) pins neither side. HTTPS
+servers (``tls``) get a certificate made once per run, and wrk asks for
+``https://``. With
 ``--repeat N`` that is done in N rounds over all of them and the medians are
 kept. Prints one table per group and request with ratios inside the group and
 the group's targets as pass/fail, and writes it all as JSON to
@@ -17,10 +20,12 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -54,10 +59,20 @@ class WrkRun:
     cpu_us_per_request: float = 0.0
     #: The same CPU time as a fraction of the run's wall time (1.0: one CPU busy).
     server_cpu: float = 0.0
-    #: CPU used by other processes during the run, as a fraction of one CPU.
+    #: CPU used by everything but the server and wrk during the run (other
+    #: processes, short-lived ones included), as a fraction of one CPU.
     other_load: float = 0.0
     #: harness.calibration_ms() on the server's CPU, mean of before and after the run.
     calibration_ms: float = 0.0
+    #: For a server of several processes: each one's CPU time over the run's wall
+    #: time, by process ID (the supervisor first); empty for one process.
+    process_cpu: list[float] = field(default_factory=list)
+    #: wrk's CPU time over the run's wall time (it shares the CPUs when not pinned).
+    client_cpu: float = 0.0
+    #: Time all CPUs spent idle, and time the hypervisor took from them, over the
+    #: run's wall time, in CPUs (2.0: both CPUs of this machine all the time).
+    idle_cpus: float = 0.0
+    steal_cpus: float = 0.0
 
 
 class WrkError(Exception):
@@ -90,7 +105,13 @@ def parse_wrk(output: str) -> WrkRun:
     return run
 
 
-def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None) -> WrkRun:
+def wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    cpu: int | None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> WrkRun:
     argv = [
         *harness.taskset_prefix(cpu),
         "wrk",
@@ -98,15 +119,24 @@ def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None
         f"-c{connections}",
         f"-d{int(duration)}s",
         "--latency",
-        f"http://{harness.HOST}:{port}{path}",
+        *(arg for name, value in headers for arg in ("-H", f"{name}: {value}")),
+        url,
     ]
+    # wrk is the only child this process reaps while it runs (servers outlive it).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish within {duration + 60:.0f} s") from exc
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise WrkError(f"wrk exited with {proc.returncode}: {proc.stderr.strip()}")
-    return parse_wrk(proc.stdout)
+    run = parse_wrk(proc.stdout)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    run.client_cpu = round(used / wall, 3)
+    return run
 
 
 def wrk_version() -> str:
@@ -125,14 +155,21 @@ class Unit:
 
     spec: ServerSpec
     case: Case
+    #: Server and wrk each on their own CPU (the group's choice, unless --no-pin).
+    pinned: bool = True
     status: str = "ok"
     reason: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    #: The TLS version and cipher the server chose for the reply check, and
+    #: whether it resumed a session on a second connection.
+    tls_session: str = ""
     runs: list[WrkRun] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        return " ".join([self.spec.module, *self.spec.args, self.case.path])
+        words = [self.spec.module, *self.spec.args, self.spec.scheme, self.case.path]
+        words += [f"{name}: {value}" for name, value in self.case.headers]
+        return " ".join(words + ([] if self.pinned else ["unpinned"]))
 
     def median_run(self) -> WrkRun:
         """The run with the median requests/s (the lower middle one for an even count)."""
@@ -163,34 +200,55 @@ def plan(selected: Iterable[Group]) -> dict[tuple[str, ...], Unit]:
     for group in selected:
         for case in group.cases:
             for spec in group.servers:
-                units.setdefault(unit_key(spec, case), Unit(spec, case))
+                units.setdefault(unit_key(spec, case, group), Unit(spec, case, group.pinned))
     return units
 
 
-def unit_key(spec: ServerSpec, case: Case) -> tuple[str, ...]:
-    return (*spec.key, case.path)
+def unit_key(spec: ServerSpec, case: Case, group: Group) -> tuple[str, ...]:
+    headers = tuple(f"{name}: {value}" for name, value in case.headers)
+    return (*spec.key, case.path, *headers, *(() if group.pinned else ("unpinned",)))
 
 
-def measure_once(unit: Unit, args: argparse.Namespace, python: str) -> WrkRun:
+def measure_once(
+    unit: Unit, args: argparse.Namespace, python: str, certificate: harness.Certificate | None
+) -> WrkRun:
     """Start the server, check it, warm it up, run wrk once, stop it."""
-    server_cpu = None if args.no_pin else args.server_cpu
-    client_cpu = None if args.no_pin else args.client_cpu
-    path = unit.case.path
-    with harness.RunningServer(unit.spec, python, cpu=server_cpu) as server:
+    pin = unit.pinned and not args.no_pin
+    server_cpu = args.server_cpu if pin else None
+    client_cpu = args.client_cpu if pin else None
+    case, spec = unit.case, unit.spec
+    env = certificate.env() if spec.tls and certificate else None
+    with harness.RunningServer(spec, python, cpu=server_cpu, env=env) as server:
         server.wait_ready()
-        server.check_reply(unit.case)
+        unit.tls_session = server.check_reply(case, tls=spec.tls)
+        if spec.tls:
+            resumes = server.resumes_tls(case)
+            unit.tls_session += ", resumes sessions" if resumes else ", no resumption"
+        url = f"{spec.scheme}://{harness.HOST}:{server.port}{case.path}"
         if args.warmup:
-            wrk(server.port, path, args.connections, args.warmup, client_cpu)
+            wrk(url, args.connections, args.warmup, client_cpu, case.headers)
         if args.wait_idle:
             wait_idle(server.pid, args.wait_idle)
         speed_before = harness.calibration_ms(server_cpu)
-        load = harness.OtherLoad(*harness.process_tree(server.pid))
         cpu_before = harness.tree_cpu_seconds(server.pid)
+        processes_before = harness.process_cpu_seconds(server.pid)
+        machine_before = harness.machine_cpu_seconds()
         started = time.monotonic()
-        run = wrk(server.port, path, args.connections, args.duration, client_cpu)
+        run = wrk(url, args.connections, args.duration, client_cpu, case.headers)
         cpu_used = harness.tree_cpu_seconds(server.pid) - cpu_before
+        processes_after = harness.process_cpu_seconds(server.pid)
+        machine_after = harness.machine_cpu_seconds()
         wall = time.monotonic() - started
-        run.other_load = round(load.fraction(), 3)
+        busy, idle, steal = (b - a for a, b in zip(machine_before, machine_after, strict=True))
+        others = busy - cpu_used - run.client_cpu * wall
+        run.other_load = round(max(0.0, others / wall), 3)
+        run.idle_cpus = round(idle / wall, 3)
+        run.steal_cpus = round(steal / wall, 3)
+        if len(processes_after) > 1:
+            run.process_cpu = [
+                round((seconds - processes_before.get(key, 0.0)) / wall, 3)
+                for key, seconds in sorted(processes_after.items())
+            ]
         run.calibration_ms = round((speed_before + harness.calibration_ms(server_cpu)) / 2, 1)
         if server.proc.poll() is not None:
             raise harness.ServerError(f"died during the run: {server.log_tail()}")
@@ -205,9 +263,13 @@ def wait_idle(server_pid: int, most: float) -> None:
     """Wait up to ``most`` seconds for one second in which other processes stay quiet."""
     deadline = time.monotonic() + most
     while True:
-        load = harness.OtherLoad(*harness.process_tree(server_pid))
+        machine_before = harness.machine_cpu_seconds()[0]
+        server_before = harness.tree_cpu_seconds(server_pid)
+        started = time.monotonic()
         time.sleep(1.0)
-        busy = load.fraction()
+        server = harness.tree_cpu_seconds(server_pid) - server_before
+        machine = harness.machine_cpu_seconds()[0] - machine_before
+        busy = max(0.0, machine - server) / (time.monotonic() - started)
         if busy <= BUSY_THRESHOLD:
             return
         if time.monotonic() >= deadline:
@@ -215,7 +277,12 @@ def wait_idle(server_pid: int, most: float) -> None:
             return
 
 
-def run_rounds(units: dict[tuple[str, ...], Unit], args: argparse.Namespace, python: str) -> None:
+def run_rounds(
+    units: dict[tuple[str, ...], Unit],
+    args: argparse.Namespace,
+    python: str,
+    certificate: harness.Certificate | None,
+) -> None:
     """Measure every available unit once per round, ``args.repeat`` rounds.
 
     Each round starts every server afresh, so slow spells of the machine are
@@ -226,7 +293,7 @@ def run_rounds(units: dict[tuple[str, ...], Unit], args: argparse.Namespace, pyt
             if unit.status != "ok":
                 continue
             try:
-                run = measure_once(unit, args, python)
+                run = measure_once(unit, args, python, certificate)
             except (harness.ServerError, WrkError) as exc:
                 unit.status, unit.reason = "failed", str(exc)
                 log(f"{unit.label}: failed: {exc}")
@@ -239,7 +306,13 @@ def run_rounds(units: dict[tuple[str, ...], Unit], args: argparse.Namespace, pyt
                 f"{run.cpu_us_per_request:.1f} µs CPU/request "
                 f"({run.server_cpu:.0%} of a CPU), {run.requests_per_sec:,.0f} req/s, "
                 f"p99 {run.p99_ms:.2f} ms, other load {run.other_load:.0%}, "
-                f"calibration {run.calibration_ms:.0f} ms"
+                f"calibration {run.calibration_ms:.0f} ms, wrk {run.client_cpu:.0%} of a CPU, "
+                f"idle {run.idle_cpus:.0%}, stolen {run.steal_cpus:.0%}"
+                + (
+                    f", by process {'/'.join(f'{p:.0%}' for p in run.process_cpu)}"
+                    if run.process_cpu
+                    else ""
+                )
             )
 
 
@@ -250,8 +323,10 @@ CPU µs/req: user + system CPU time of the server's processes per completed requ
   (median of the rounds); "CPU vs X" is that over X's: lower is better.
 requests/s, p99, server CPU (its CPU time over the run's wall time), MiB/s: from the
   median run by requests/s; "req/s vs X" is requests/s over X's: higher is better.
+  Groups whose servers and wrk share the CPUs (not pinned) add wrk CPU and idle CPU
+  (what all CPUs left unused) from that run; all in CPUs (100%: one CPU busy).
 Targets "A >= Fx B" are judged both ways: B's CPU µs/req over A's, and A's requests/s
-  over B's, each must be at least F."""
+  over B's, each must be at least F. "A over B" lines are the same ratios, no target."""
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
@@ -282,34 +357,45 @@ class Row:
         return self.unit.median_run().requests_per_sec if self.ok else None
 
 
-def judge(target: Target, rows: dict[str, Row]) -> dict[str, Any]:
-    """A target's ratios by CPU/request and by requests/s, and whether each meets it."""
-    server, reference = rows.get(target.server), rows.get(target.reference)
-    result: dict[str, Any] = {"target": str(target), "factor": target.factor}
+def compare(server_name: str, reference_name: str, rows: dict[str, Row]) -> dict[str, Any]:
+    """``server`` over ``reference`` three ways, higher meaning ``server`` does more:
+    ``cpu`` (the reference's CPU µs/request over the server's), ``rps`` (requests/s
+    over requests/s) and ``rounds`` (the median of ``per_round``, requests/s over
+    requests/s within each round)."""
+    server, reference = rows.get(server_name), rows.get(reference_name)
+    result: dict[str, Any] = {}
     for metric, get, invert in (("cpu", Row.cpu_us, True), ("rps", Row.rps, False)):
         a = get(server) if server else None
         b = get(reference) if reference else None
         value = ratio(b, a) if invert else ratio(a, b)
         result[metric] = None if value is None else round(value, 3)
-        result[f"{metric}_pass"] = None if value is None else value >= target.factor
     # Both servers ran in each round, minutes apart at most: the ratio inside a
     # round is less exposed to this VM's drifting speed than a ratio of medians.
-    value = round_ratio(server, reference) if server and reference else None
-    result["rounds"] = None if value is None else round(value, 3)
-    result["rounds_pass"] = None if value is None else value >= target.factor
+    per_round = round_ratios(server, reference) if server and reference else []
+    result["per_round"] = [round(v, 3) for v in per_round]
+    result["rounds"] = round(statistics.median(per_round), 3) if per_round else None
     return result
 
 
-def round_ratio(server: Row, reference: Row) -> float | None:
-    """Median over rounds of server/reference requests/s within the same round."""
+def judge(target: Target, rows: dict[str, Row]) -> dict[str, Any]:
+    """A target's ratios by CPU/request and by requests/s, and whether each meets it."""
+    result: dict[str, Any] = {"target": str(target), "factor": target.factor}
+    result.update(compare(target.server, target.reference, rows))
+    for metric in ("cpu", "rps", "rounds"):
+        value = result[metric]
+        result[f"{metric}_pass"] = None if value is None else value >= target.factor
+    return result
+
+
+def round_ratios(server: Row, reference: Row) -> list[float]:
+    """server/reference requests/s within each round."""
     if not (server.ok and reference.ok):
-        return None
-    ratios = [
+        return []
+    return [
         a.requests_per_sec / b.requests_per_sec
         for a, b in zip(server.unit.runs, reference.unit.runs, strict=False)
         if b.requests_per_sec
     ]
-    return statistics.median(ratios) if ratios else None
 
 
 def verdict(value: float | None, passed: bool | None) -> str:
@@ -320,13 +406,14 @@ def verdict(value: float | None, passed: bool | None) -> str:
 
 def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) -> dict[str, Any]:
     """Print one group's table for one request, with its targets; return it for the JSON."""
-    rows = {spec.name: Row(spec, units[unit_key(spec, case)]) for spec in group.servers}
+    rows = {spec.name: Row(spec, units[unit_key(spec, case, group)]) for spec in group.servers}
     refs = [rows[name] for name in group.references if name in rows and rows[name].ok]
     transfer = group.show_transfer
     headers = ["server", "CPU µs/req"]
     headers += [f"CPU vs {r.spec.name}" for r in refs]
     headers += ["requests/s"] + [f"req/s vs {r.spec.name}" for r in refs]
-    headers += ["p99", "server CPU"] + (["MiB/s"] if transfer else [])
+    headers += ["p99", "server CPU"] + ([] if group.pinned else ["wrk CPU", "idle CPU"])
+    headers += ["MiB/s"] if transfer else []
     table, servers = [], []
     for row in rows.values():
         unit = row.unit
@@ -337,6 +424,8 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             "versions": unit.versions,
             "status": unit.status,
         }
+        if row.spec.tls:
+            entry["tls"] = unit.tls_session
         if not row.ok:
             entry["reason"] = unit.reason
             table.append([row.spec.name, entry["status"]] + ["-"] * (len(headers) - 2))
@@ -352,6 +441,8 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             rps_ratios={r.spec.name: v for r, v in zip(refs, rps_ratios, strict=True)},
             p99_ms=run.p99_ms,
             server_cpu=run.server_cpu,
+            client_cpu=run.client_cpu,
+            idle_cpus=run.idle_cpus,
             transfer_per_sec=run.transfer_per_sec,
             runs=[asdict(r) for r in unit.runs],
         )
@@ -364,11 +455,13 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             + [f"{run.requests_per_sec:,.0f}"]
             + [fmt_ratio(v) for v in rps_ratios]
             + [f"{run.p99_ms:.2f} ms", f"{run.server_cpu:.0%}"]
+            + ([] if group.pinned else [f"{run.client_cpu:.0%}", f"{run.idle_cpus:.0%}"])
             + ([f"{run.transfer_per_sec / MIB:,.1f}"] if transfer else [])
         )
         servers.append(entry)
 
-    print(f"\n== {group.name}: {group.title}; GET {case.path}, {case.label}")
+    pinning = "" if group.pinned else " (server and wrk not pinned)"
+    print(f"\n== {group.name}: {group.title}; GET {case.path}, {case.label}{pinning}")
     harness.print_table(headers, table)
     targets = [judge(t, rows) for t in group.targets]
     for t in targets:
@@ -377,12 +470,34 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             f"by requests/s {verdict(t['rps'], t['rps_pass'])}, "
             f"by round-by-round requests/s {verdict(t['rounds'], t['rounds_pass'])}"
         )
+    comparisons = []
+    for c in group.comparisons:
+        if c.server not in rows or c.reference not in rows:
+            continue  # left out by --only
+        comparisons.append({"comparison": str(c), **compare(c.server, c.reference, rows)})
+        found = comparisons[-1]
+        rounds = ", ".join(f"{v:.2f}" for v in found["per_round"])
+        print(
+            f"{c}: by CPU µs/req {fmt_ratio(found['cpu'])}, "
+            f"by requests/s {fmt_ratio(found['rps'])}, "
+            f"by round-by-round requests/s {fmt_ratio(found['rounds'])}"
+            + (f" ({rounds})" if rounds else "")
+        )
     for entry in servers:
+        if entry.get("tls"):
+            print(f"{entry['name']}: {entry['tls']}")
         if "reason" in entry:
             print(f"{entry['name']}: {entry['status']}: {entry['reason']}")
         elif "warning" in entry:
             print(f"{entry['name']}: warning: {entry['warning']}")
-    return {"case": case.name, "path": case.path, "servers": servers, "targets": targets}
+    return {
+        "case": case.name,
+        "path": case.path,
+        "headers": dict(case.headers),
+        "servers": servers,
+        "targets": targets,
+        "comparisons": comparisons,
+    }
 
 
 # --- command line -------------------------------------------------------------------------
@@ -412,7 +527,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (1)")
-    parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not use taskset (never used for 'workers')"
+    )
     parser.add_argument(
         "--wait-idle",
         type=float,
@@ -452,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no server selected")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk)")
-    if not args.no_pin:
+    if not args.no_pin and any(g.pinned for g in selected):
         cpus = os.sched_getaffinity(0)
         if args.server_cpu not in cpus or args.client_cpu not in cpus:
             raise SystemExit(
@@ -463,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     pinning = (
         "none" if args.no_pin else f"server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}"
     )
+    unpinned = [g.name for g in selected if not g.pinned]
+    if unpinned and not args.no_pin:
+        pinning += f" (none for {', '.join(unpinned)})"
     units = plan(selected)
     log(
         f"servers run with {python}; groups {', '.join(g.name for g in selected)}: "
@@ -470,7 +590,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration} s x {args.repeat}, warm-up {args.warmup} s; pinning: {pinning}"
     )
     check_availability(units.values(), python)
-    run_rounds(units, args, python)
+    with tempfile.TemporaryDirectory(prefix="aserve-bench-tls-") as folder:
+        certificate = None
+        if any(unit.spec.tls and unit.status == "ok" for unit in units.values()):
+            certificate = harness.make_certificate(folder)
+            log(f"HTTPS servers use a certificate made for this run: {certificate.made_by}")
+        run_rounds(units, args, python, certificate)
 
     print(LEGEND)
     report = []
@@ -481,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 "group": group.name,
                 "title": group.title,
                 "references": list(group.references),
+                "pinned": group.pinned and not args.no_pin,
                 "cases": cases,
             }
         )
@@ -507,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                 "median CPU µs/request over the runs",
                 "calibration_spread": round(speed_spread, 3),
                 "pinning": pinning,
+                "certificate": certificate.made_by if certificate else None,
             },
             "machine": {
                 "cpus": os.cpu_count(),

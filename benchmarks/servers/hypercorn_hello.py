@@ -1,6 +1,7 @@
 """hypercorn running the raw ASGI app in this process (no worker subprocess).
 
 uvloop worker class when uvloop is installed, else asyncio; access log off.
+HTTPS with $SSL_CERTFILE and $SSL_KEYFILE when they are set (the loop's TLS).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main() -> None:
     timeout = settings.keep_alive_timeout()
     if timeout is not None:
         config.keep_alive_timeout = timeout
+    tls = settings.tls_files()
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     run(config)
 
 

@@ -1,13 +1,15 @@
 """How the server modules run aserve and uvicorn, so each module only builds its app.
 
 Both listen on ``settings.HOST`` and ``settings.port()``, log no requests, and
-take ``KEEP_ALIVE_TIMEOUT`` from the environment when it is set (see
-settings.py). uvloop is the event loop for both (aserve picks it when it is
-installed; it is in benchmarks/requirements.txt).
+take ``KEEP_ALIVE_TIMEOUT`` from the environment when it is set, and serve HTTPS
+when ``SSL_CERTFILE`` and ``SSL_KEYFILE`` are (see settings.py). uvloop is the
+event loop for both (aserve picks it when it is installed; it is in
+benchmarks/requirements.txt).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -22,14 +24,20 @@ def run_aserve(handler: Any) -> None:
     timeout = settings.keep_alive_timeout()
     if timeout is not None:
         options["keep_alive_timeout"] = timeout
+    tls = settings.tls_files()
+    if tls is not None:
+        options["ssl_certfile"], options["ssl_keyfile"] = tls
     aserve.run(handler, host=settings.HOST, port=settings.port(), access_log=False, **options)
 
 
-def run_uvicorn(app: Any) -> None:
-    """uvicorn serving an ASGI app in this process, on the parser named by ``argv[2]``.
+def run_uvicorn(app: Any, workers: int = 1) -> None:
+    """uvicorn serving an ASGI app, on the parser named by ``argv[2]``.
 
     ``python MODULE.py PORT {h11,httptools}`` (h11 when not given, the parser
-    aserve uses); uvloop event loop, access log off, log level warning.
+    aserve uses); uvloop event loop, access log off, log level warning. One
+    worker serves in this process; more are uvicorn's own worker processes,
+    which import ``app`` (then a ``"module:attribute"`` string) from this folder.
+    With TLS, uvicorn hands its SSLContext to the loop: uvloop's TLS.
     """
     import uvicorn
 
@@ -38,6 +46,11 @@ def run_uvicorn(app: Any) -> None:
     timeout = settings.keep_alive_timeout()
     if timeout is not None:
         options["timeout_keep_alive"] = int(timeout)
+    tls = settings.tls_files()
+    if tls is not None:
+        options["ssl_certfile"], options["ssl_keyfile"] = tls
+    if workers > 1:
+        options.update(workers=workers, app_dir=os.path.dirname(os.path.abspath(__file__)))
     uvicorn.run(
         app,
         host=settings.HOST,

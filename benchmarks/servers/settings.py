@@ -4,6 +4,8 @@ Every server module is started as ``python servers/NAME.py PORT``; the port may
 also come from the ``PORT`` environment variable. ``KEEP_ALIVE_TIMEOUT``
 (seconds), when set, overrides the server's idle keep-alive timeout: the memory
 benchmark sets it so that idle connections stay open while it measures.
+``SSL_CERTFILE`` and ``SSL_KEYFILE`` (PEM files), when set, make the server
+serve HTTPS with that certificate: run.py sets them for the ``tls`` group.
 """
 
 from __future__ import annotations
@@ -25,3 +27,14 @@ def keep_alive_timeout() -> float | None:
     """$KEEP_ALIVE_TIMEOUT in seconds, or None to keep the server's default."""
     value = os.environ.get("KEEP_ALIVE_TIMEOUT")
     return float(value) if value else None
+
+
+def tls_files() -> tuple[str, str] | None:
+    """($SSL_CERTFILE, $SSL_KEYFILE) to serve HTTPS with, or None for plain HTTP."""
+    certfile = os.environ.get("SSL_CERTFILE")
+    keyfile = os.environ.get("SSL_KEYFILE")
+    if not certfile:
+        return None
+    if not keyfile:
+        raise SystemExit("SSL_CERTFILE is set but SSL_KEYFILE is not")
+    return certfile, keyfile
