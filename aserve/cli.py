@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from . import server as server_module
+from .accesslog import compile_format
 from .config import Config, config_fields
 from .errors import ConfigError, ListenError
 from .exchange import Handler
@@ -93,6 +94,8 @@ _HELP = {
     "server_header": "value of the Server header, '' for none (default: %(default)s)",
     "date_header": "send a Date header (default: on)",
     "access_log": "log one line per request (default: off)",
+    "access_log_format": "'combined' (with the duration), 'json', or a template such as "
+    "'{client} {method} {path} {status} {duration_ms}' (default: %(default)s)",
     "ssl_certfile": "certificate chain (PEM): serve HTTPS",
     "ssl_keyfile": "private key (PEM), when it is not in --ssl-certfile",
     "ssl_keyfile_password": "password of an encrypted --ssl-keyfile",
@@ -903,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.build(**options)
         loop_factory = new_event_loop_factory(config.loop)
         make_context(config)  # certificate files that do not load: one line, before the app
+        compile_format(config.access_log_format)
         reload = _reload_options(args, config)
     except ConfigError as exc:
         return _fail(str(exc))

@@ -89,6 +89,9 @@ class Config:
     date_header: bool = True
     #: Log one line per request on the "aserve.access" logger.
     access_log: bool = False
+    #: The access log's lines: "combined" (Combined Log Format and the
+    #: duration), "json", or a template of {fields} (see aserve/accesslog.py).
+    access_log_format: str = "combined"
     #: HTTPS: the certificate chain (PEM). With it the listener speaks TLS only.
     ssl_certfile: str | None = None
     #: HTTPS: the private key (PEM); None when it is in ssl_certfile.

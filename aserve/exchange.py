@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 Handler = Callable[["Request"], Awaitable[Response]]
 
 error_log = logging.getLogger("aserve.error")
-access_log = logging.getLogger("aserve.access")
 
 #: An in-hand body larger than this is written in slices of LARGE_SLICE with a
 #: drain after each (see Exchange._send_large); a smaller one goes out with its
@@ -91,11 +91,24 @@ class _Detached:
 DETACHED: Final = _Detached()
 
 
+class Observer(Protocol):
+    """Told of every finished exchange (access log, metrics); see
+    docs/observability.md. Without one, the engine measures nothing."""
+
+    def exchange_done(self, done: Exchange) -> None: ...
+
+
+class Meter(Protocol):
+    """A connection that counts the bytes it wrote."""
+
+    sent: int
+
+
 class ExchangeSettings(Protocol):
     """The server-wide settings an exchange reads and the count it keeps."""
 
     debug: bool
-    access_log: bool
+    observer: Observer | None
     active: int
 
 
@@ -111,6 +124,12 @@ class Exchange:
         "streaming",
         "status",
         "close_after",
+        "outcome",
+        "started",
+        "_meter",
+        "_sent_mark",
+        "bytes_sent",
+        "duration",
     )
 
     def __init__(
@@ -133,6 +152,23 @@ class Exchange:
         self.streaming = False
         self.status = 0
         self.close_after = False
+        #: How the exchange ended, for observers: "ok", "client-gone",
+        #: "handler-timeout", "body-timeout", "bad-request", "cancelled".
+        self.outcome = "ok"
+        # Set by measure() when an observer is told of this exchange.
+        self.started = 0.0
+        self._meter: Meter | None = None
+        self._sent_mark = 0
+        #: Bytes written for the response (head included) and seconds from the
+        #: request head to the last of them; filled in for observers.
+        self.bytes_sent = 0
+        self.duration = 0.0
+
+    def measure(self, meter: Meter) -> None:
+        """Count the time and the bytes of this exchange (an observer is on)."""
+        self.started = time.perf_counter()
+        self._meter = meter
+        self._sent_mark = meter.sent
 
     def connection_lost(self) -> None:
         """The client is gone. A streamed body stops at once; a handler still
@@ -186,9 +222,13 @@ class Exchange:
                         # never reads cannot make us buffer one answer after
                         # another (send_timeout bounds the wait).
                         await self._channel.drain()
-        except (asyncio.CancelledError, ClientDisconnected):
-            # Shutdown past its grace period, a timeout, or the client left.
+        except asyncio.CancelledError:
+            # Shutdown past its grace period, or a timeout (which said so).
             clean = False
+            if self.outcome == "ok" and not self._channel.disconnected:
+                self.outcome = "cancelled"
+        except ClientDisconnected:
+            clean = False  # the client left
         except Exception as exc:
             clean = False
             if not self._channel.disconnected:
@@ -196,8 +236,21 @@ class Exchange:
         finally:
             self.release()
             self._channel.exchange_finished(clean)
-        if self._settings.access_log:
-            self._log_access()
+            observer = self._settings.observer
+            if observer is not None:
+                self._observe(observer, clean)
+
+    def _observe(self, observer: Observer, clean: bool) -> None:
+        meter = self._meter
+        if meter is not None:
+            self.duration = time.perf_counter() - self.started
+            self.bytes_sent = meter.sent - self._sent_mark
+        if not clean and self.outcome == "ok":
+            self.outcome = "client-gone"
+        try:
+            observer.exchange_done(self)
+        except Exception as exc:  # a broken observer must not break serving
+            error_log.error("the access log or metrics failed", exc_info=exc)
 
     def _internal_error(self, exc: BaseException) -> Response:
         request = self.request
@@ -297,18 +350,6 @@ class Exchange:
                     await aclose()
                 except Exception as exc:  # a broken finally in the app's generator
                     error_log.error("closing a streamed body failed", exc_info=exc)
-
-    def _log_access(self) -> None:
-        request = self.request
-        client = request.client
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
-            request.method,
-            request.target.decode("latin-1"),
-            request.http_version,
-            self.status,
-        )
 
 
 def _error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:

@@ -168,7 +168,7 @@ class FrontProtocol(asyncio.Protocol):
         state.connections.discard(self)
         self._phase = CLOSED
         self._deadline = None
-        app = HTTPProtocol(state)
+        app = state.protocol_class(state)
         raw.set_protocol(app)
         app.connection_made(raw)
         app.set_client(self._client)
@@ -218,7 +218,7 @@ class FrontProtocol(asyncio.Protocol):
         self._phase = OPEN
         self._deadline = None
         self._tls = tls = TLSTransport(self)
-        self._app = app = HTTPProtocol(state)
+        self._app = app = state.protocol_class(state)
         app.connection_made(tls)
         app.set_client(self._client)
         self._decrypt()

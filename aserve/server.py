@@ -29,13 +29,14 @@ from email.utils import formatdate
 from types import TracebackType
 from typing import Any
 
+from .accesslog import AccessLog
 from .app import App, as_async_handler
 from .config import Config
 from .connection import HeaderTriples
 from .errors import ConfigError, HTTPException, ListenError
-from .exchange import Handler
+from .exchange import Handler, Observer
 from .front import FrontProtocol
-from .protocol import LINGER_S, HTTPProtocol
+from .protocol import LINGER_S, HTTPProtocol, MeteredHTTPProtocol
 from .proxy import TrustedPeers
 from .request import Request
 from .response import Response
@@ -63,7 +64,8 @@ class ServerState:
         "shed",
         "refused",
         "debug",
-        "access_log",
+        "observer",
+        "protocol_class",
         "scheme",
         "ssl_context",
         "trusted",
@@ -93,7 +95,14 @@ class ServerState:
         #: Connections refused with 503 by max_connections since the clock last logged.
         self.refused = 0
         self.debug = config.debug
-        self.access_log = config.access_log
+        #: Told of every finished exchange: the access log when it is on.
+        self.observer: Observer | None = (
+            AccessLog(config.access_log_format) if config.access_log else None
+        )
+        #: Counting bytes costs a little per write: only with an observer.
+        self.protocol_class: type[HTTPProtocol] = (
+            HTTPProtocol if self.observer is None else MeteredHTTPProtocol
+        )
         self.ssl_context = make_context(config)
         self.scheme = "http" if self.ssl_context is None else "https"
         self.trusted = TrustedPeers(config.forwarded_allow_ips)
@@ -176,7 +185,7 @@ class Server:
         state = self._state = ServerState(config, loop, self.handler)
         self._stopped = asyncio.Event()
         front = state.ssl_context is not None or config.proxy_protocol
-        factory = functools.partial(FrontProtocol if front else HTTPProtocol, state)
+        factory = functools.partial(FrontProtocol if front else state.protocol_class, state)
         try:
             if config.uds is not None:
                 server = await loop.create_unix_server(

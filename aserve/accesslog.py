@@ -1,0 +1,183 @@
+"""Access-log lines, one per response, on the ``aserve.access`` logger.
+
+A format is compiled once into a function of the finished exchange:
+
+- ``combined``: the Combined Log Format plus the duration,
+  ``127.0.0.1 - - [30/Nov/2026:10:00:00 +0000] "GET /x HTTP/1.1" 200 13 "-" "curl/8.5" 0.7ms``,
+  with `` client-gone`` or `` handler-timeout`` (and the like) at the end of a
+  line whose exchange did not end normally;
+- ``json``: one JSON object a line (`time`, `client`, `method`, `path`,
+  `query`, `http_version`, `status`, `bytes`, `duration_ms`, `user_agent`,
+  `referer`, `request_id` when the request-id middleware set one, `outcome`);
+- anything else: a template with named fields, ``{client} {method} {path}
+  {status} {duration_ms}``; an unknown name is a `ConfigError` at start-up.
+
+`bytes` is what was written for the response, head included (Apache's %O),
+and `duration_ms` runs from the request head to the last byte written. The
+engine calls `AccessLog.exchange_done` only when access logging is on (the
+observer hook of docs/observability.md); the line is made only when the
+logger is enabled for INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .errors import ConfigError
+from .request import Request
+
+access_log = logging.getLogger("aserve.access")
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class Finished(Protocol):
+    """What the access log reads of a finished exchange."""
+
+    request: Request
+    status: int
+    outcome: str
+
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def duration(self) -> float: ...
+
+
+def _clf_time(now: float) -> str:
+    t = time.gmtime(now)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
+
+
+def _fields(done: Finished) -> dict[str, Any]:
+    request = done.request
+    headers = request.headers
+    client = request.client
+    state = request._state
+    request_id = getattr(state, "request_id", None) if state is not None else None
+    now = time.time()
+    return {
+        "time": _clf_time(now),
+        "iso_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        + f".{int(now % 1 * 1000):03d}Z",
+        "client": client[0] if client else "-",
+        "client_port": client[1] if client else 0,
+        "method": request.method,
+        "path": request.raw_path.decode("latin-1"),
+        "query": request.query_string.decode("latin-1"),
+        "target": request.target.decode("latin-1"),
+        "http_version": request.http_version,
+        "status": done.status,
+        "bytes": done.bytes_sent,
+        "duration_ms": round(done.duration * 1000, 3),
+        "user_agent": headers.get("user-agent", "-"),
+        "referer": headers.get("referer", "-"),
+        "request_id": request_id or "-",
+        "outcome": done.outcome,
+    }
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _combined(done: Finished) -> str:
+    f = _fields(done)
+    line = (
+        f'{f["client"]} - - [{f["time"]}] "{_quote(f["method"])} {_quote(f["target"])} '
+        f'HTTP/{f["http_version"]}" {f["status"]} {f["bytes"]} "{_quote(f["referer"])}" '
+        f'"{_quote(f["user_agent"])}" {done.duration * 1000:.1f}ms'
+    )
+    if done.outcome != "ok":
+        line += " " + done.outcome
+    return line
+
+
+def _json(done: Finished) -> str:
+    f = _fields(done)
+    record = {
+        "time": f["iso_time"],
+        "client": f["client"],
+        "method": f["method"],
+        "path": f["path"],
+        "query": f["query"],
+        "http_version": f["http_version"],
+        "status": f["status"],
+        "bytes": f["bytes"],
+        "duration_ms": f["duration_ms"],
+        "user_agent": None if f["user_agent"] == "-" else f["user_agent"],
+        "referer": None if f["referer"] == "-" else f["referer"],
+        "outcome": f["outcome"],
+    }
+    if f["request_id"] != "-":
+        record["request_id"] = f["request_id"]
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+#: The names a template may use.
+FIELD_NAMES = (
+    "time",
+    "iso_time",
+    "client",
+    "client_port",
+    "method",
+    "path",
+    "query",
+    "target",
+    "http_version",
+    "status",
+    "bytes",
+    "duration_ms",
+    "user_agent",
+    "referer",
+    "request_id",
+    "outcome",
+)
+
+
+def compile_format(spec: str) -> Callable[[Finished], str]:
+    """The line maker for ``combined``, ``json`` or a ``{field}`` template."""
+    if spec == "combined":
+        return _combined
+    if spec == "json":
+        return _json
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(spec) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"access_log_format {spec!r}: {exc}") from None
+    if not names:
+        raise ConfigError(
+            f"access_log_format must be 'combined', 'json' or a template with "
+            f"{{fields}}, not {spec!r}"
+        )
+    unknown = sorted(set(names) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"access_log_format: unknown field {unknown[0]!r} (known: {', '.join(FIELD_NAMES)})"
+        )
+
+    def template(done: Finished) -> str:
+        return spec.format_map(_fields(done))
+
+    return template
+
+
+class AccessLog:
+    """The observer that writes one line per finished exchange."""
+
+    __slots__ = ("make_line",)
+
+    def __init__(self, spec: str = "combined") -> None:
+        self.make_line = compile_format(spec)
+
+    def exchange_done(self, done: Finished) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s", self.make_line(done))
