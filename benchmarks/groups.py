@@ -400,6 +400,23 @@ GROUPS: tuple[Group, ...] = (
         ),
     ),
     Group(
+        "accesslog",
+        "Hello, World! with each server's access log on (a line per request to its output) and off",
+        (
+            ASERVE_HELLO,
+            dataclasses.replace(ASERVE_HELLO, name="aserve-log", args=("--access-log",)),
+            ASGI_H11,
+            dataclasses.replace(ASGI_H11, name="uvicorn-h11-log", args=("h11", "--access-log")),
+        ),
+        (HELLO,),
+        references=("uvicorn-h11",),
+        comparisons=(
+            Comparison("aserve-log", "aserve"),
+            Comparison("uvicorn-h11-log", "uvicorn-h11"),
+            Comparison("aserve-log", "uvicorn-h11-log"),
+        ),
+    ),
+    Group(
         "workers",
         "Hello, World! from 2 worker processes and from 1, on 2 CPUs shared with wrk",
         (

@@ -1,6 +1,8 @@
 """How the server modules run aserve and uvicorn, so each module only builds its app.
 
-Both listen on ``settings.HOST`` and ``settings.port()``, log no requests, and
+Both listen on ``settings.HOST`` and ``settings.port()``, log no requests
+(unless ``--access-log`` is among the arguments: then each writes its own
+access lines to its output, the ``accesslog`` group), and
 take ``KEEP_ALIVE_TIMEOUT`` from the environment when it is set, and serve HTTPS
 when ``SSL_CERTFILE`` and ``SSL_KEYFILE`` are (see settings.py). uvloop is the
 event loop for both (aserve picks it when it is installed; it is in
@@ -9,6 +11,7 @@ benchmarks/requirements.txt).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -27,7 +30,11 @@ def run_aserve(handler: Any) -> None:
     tls = settings.tls_files()
     if tls is not None:
         options["ssl_certfile"], options["ssl_keyfile"] = tls
-    aserve.run(handler, host=settings.HOST, port=settings.port(), access_log=False, **options)
+    access_log = settings.access_log()
+    if access_log:
+        # One line per request to the server's output, as uvicorn writes its own.
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    aserve.run(handler, host=settings.HOST, port=settings.port(), access_log=access_log, **options)
 
 
 def run_uvicorn(app: Any, workers: int = 1) -> None:
@@ -41,7 +48,8 @@ def run_uvicorn(app: Any, workers: int = 1) -> None:
     """
     import uvicorn
 
-    http = sys.argv[2] if len(sys.argv) > 2 else "h11"
+    http = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else "h11"
+    access_log = settings.access_log()
     options: dict[str, Any] = {}
     timeout = settings.keep_alive_timeout()
     if timeout is not None:
@@ -57,7 +65,8 @@ def run_uvicorn(app: Any, workers: int = 1) -> None:
         port=settings.port(),
         http=http,
         loop="uvloop",
-        access_log=False,
-        log_level="warning",
+        access_log=access_log,
+        # uvicorn writes its access lines at INFO: "warning" would drop them.
+        log_level="info" if access_log else "warning",
         **options,
     )

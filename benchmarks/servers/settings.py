@@ -38,3 +38,8 @@ def tls_files() -> tuple[str, str] | None:
     if not keyfile:
         raise SystemExit("SSL_CERTFILE is set but SSL_KEYFILE is not")
     return certfile, keyfile
+
+
+def access_log() -> bool:
+    """Whether ``--access-log`` is among the arguments (the ``accesslog`` group)."""
+    return "--access-log" in sys.argv[2:]
