@@ -57,7 +57,7 @@ from .accesslog import compile_format
 from .config import Config, config_fields
 from .errors import ConfigError, ListenError
 from .exchange import Handler
-from .server import Server, listen_url, new_event_loop_factory
+from .server import Server, new_event_loop_factory
 from .tls import make_context
 
 if TYPE_CHECKING:
@@ -744,14 +744,6 @@ def _hash_password(user: str) -> int:
 # --------------------------------------------------------------------------- running
 
 
-def address(server: Server) -> str:
-    """Where `server` listens, as a URL (``http+unix://PATH`` for a Unix socket;
-    ``https`` when it speaks TLS)."""
-    for sock in server.sockets:
-        return listen_url(sock, server.tls)
-    return "(no socket)"  # pragma: no cover - start() always binds one
-
-
 class StartError(Exception):
     """The server could not start listening; the message is the one line to show."""
 
@@ -762,10 +754,7 @@ async def serve(handler: Handler, config: Config, what: str) -> None:
     may connect, or send SIGINT, at once."""
 
     def started(server: Server) -> None:
-        print(
-            f"aserve {__version__} serving {what} on {address(server)} (press Ctrl+C to quit)",
-            flush=True,
-        )
+        print(server_module.start_line(server, what), flush=True)
 
     try:
         await server_module.serve(handler, config, started)
@@ -894,9 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_combinations(args, given_options(argv) | set(from_environment))
     except ConfigError as exc:
         return _fail(str(exc))
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    server_module.configure_logging(args.log_level.upper())
     options = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)

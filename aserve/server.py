@@ -43,6 +43,9 @@ from .response import Response
 from .tls import make_context, reload_context
 
 logger = logging.getLogger("aserve.error")
+#: Life-cycle lines (shutting down, certificates reloaded); aserve.error has
+#: only errors and warnings.
+lifecycle = logging.getLogger("aserve")
 
 #: Loop turns a shutdown waits, after the listener closed, for connections the
 #: loop had accepted but not yet made (asyncio makes them in a task).
@@ -244,7 +247,7 @@ class Server:
         except ConfigError as exc:
             logger.error("certificates not reloaded, the old ones stay: %s", exc)
             return False
-        logger.info("certificates reloaded from %s", self.config.ssl_certfile)
+        lifecycle.info("certificates reloaded from %s", self.config.ssl_certfile)
         return True
 
     def on_sighup(self) -> None:
@@ -254,7 +257,7 @@ class Server:
         if self.config.ssl_certfile is not None and self.config.ssl is None:
             self.reload_certificates()
         else:
-            logger.info(
+            lifecycle.info(
                 "SIGHUP: nothing to reload (certificates reload under HTTPS; "
                 "a new version of the code with --workers or --reload)"
             )
@@ -485,18 +488,40 @@ def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]
     return asyncio.new_event_loop
 
 
+#: How the command line (and `run`, unless told not to) sets up logging.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Log to standard error as the command line does: the time, the level,
+    the logger (aserve, aserve.error, aserve.access) and the message."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def start_line(server: Server, what: str) -> str:
+    """The one line that says the server listens: the same from `run` and
+    from the command line."""
+    from . import __version__
+
+    where = listen_url(server.sockets[0], server.tls) if server.sockets else "(no socket)"
+    return f"aserve {__version__} serving {what} on {where} (press Ctrl+C to quit)"
+
+
 def run(
     handler: Handler,
     config: Config | None = None,
     *,
     on_started: Callable[[Server], None] | None = None,
+    log_config: bool = True,
     **options: Any,
 ) -> None:
     """Serve `handler` until SIGINT or SIGTERM; the first shuts down gracefully,
     the second at once. Blocks; picks the event loop from `config.loop`.
 
     `on_started(server)` is called once the socket listens and the signal
-    handlers are in place (the command line prints its start line there)."""
+    handlers are in place; by default it prints the command line's start line.
+    Logging is set up as the command line does it (to standard error) unless
+    the program set it up already or passes ``log_config=False``."""
     if config is None:
         config = Config.build(**options)
     elif options:
@@ -508,6 +533,14 @@ def run(
 
         run_workers(handler, config)
         return
+    if log_config and not logging.getLogger().handlers:
+        configure_logging()
+    if on_started is None:
+        what = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+
+        def on_started(server: Server) -> None:
+            print(start_line(server, what), flush=True)
+
     factory = new_event_loop_factory(config.loop)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
@@ -532,7 +565,7 @@ async def serve(
         nonlocal signals
         signals += 1
         if signals == 1:
-            logger.info("shutting down (send the signal again to force)")
+            lifecycle.info("shutting down (send the signal again to force)")
             loop.create_task(server.shutdown())
         else:
             server.force_close()

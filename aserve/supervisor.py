@@ -58,6 +58,9 @@ from .exchange import Handler
 from .server import Server, listen_error, listen_url, new_event_loop_factory
 
 logger = logging.getLogger("aserve.error")
+#: Life-cycle lines (workers started, stopped, replaced): errors and warnings
+#: go to aserve.error.
+lifecycle = logging.getLogger("aserve")
 
 #: A worker's loop beats this often, or four times per worker_timeout when that is shorter.
 BEAT_INTERVAL_S = 1.0
@@ -1019,7 +1022,7 @@ class Supervisor:
                 previous[sig] = signal.signal(sig, self._on_signal)
             if self.reload is not None:
                 self._watcher = make_watcher(self.reload)
-                logger.info(
+                lifecycle.info(
                     "watching %s for changes (%s)",
                     ", ".join(os.path.abspath(d) for d in self.reload.dirs),
                     self._watcher.how,
@@ -1129,7 +1132,9 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(action.pid, action.signal)
             elif isinstance(action, Log):
-                logger.log(action.level, action.message)
+                (logger if action.level >= logging.WARNING else lifecycle).log(
+                    action.level, action.message
+                )
             elif isinstance(action, Started):
                 self._started(action.what)
             elif self._status is None:
@@ -1144,7 +1149,7 @@ class Supervisor:
         if self.on_started is not None:
             self.on_started(description)
         else:
-            logger.info("serving %s", description)
+            lifecycle.info("serving %s", description)
 
     def _kill_all(self) -> None:
         for process in self._processes.values():

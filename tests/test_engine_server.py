@@ -184,3 +184,46 @@ def test_run_serves_on_the_chosen_loop_and_stops_on_sigint(loop_name: str) -> No
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+HELLO_SCRIPT = """
+import sys
+import aserve
+
+async def hello(request):
+    return aserve.PlainTextResponse("Hello, World!")
+
+aserve.run(hello, port=int(sys.argv[1]), log_config=sys.argv[2] == "on")
+"""
+
+
+@pytest.mark.parametrize("log_config", ["on", "off"])
+def test_run_prints_the_start_line_and_sets_up_logging(log_config: str) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", HELLO_SCRIPT, str(port), log_config],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("aserve ") and line.endswith(
+            f"serving hello on http://127.0.0.1:{port} (press Ctrl+C to quit)"
+        ), line
+        assert _get_when_up(process, port, time.monotonic() + 10) == b"Hello, World!"  # type: ignore[arg-type]
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    said = " INFO aserve: shutting down (send the signal again to force)" in stderr
+    assert said == (log_config == "on"), stderr
