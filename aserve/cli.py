@@ -432,6 +432,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         help="logging level (default: %(default)s)",
     )
     env["log_level"] = _choice(log_levels)
+    groups["server"].add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="logging set up from a dictConfig in JSON (or YAML with PyYAML), "
+        "instead of lines on standard error",
+    )
+    env["log_config"] = str
 
     hints = typing.get_type_hints(Config)
     for field in config_fields():
@@ -883,7 +890,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_combinations(args, given_options(argv) | set(from_environment))
     except ConfigError as exc:
         return _fail(str(exc))
-    server_module.configure_logging(args.log_level.upper())
+    try:
+        server_module.configure_logging(args.log_level.upper(), args.log_config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     options = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)

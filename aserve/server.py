@@ -492,10 +492,83 @@ def new_event_loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: int | str = logging.INFO) -> None:
-    """Log to standard error as the command line does: the time, the level,
-    the logger (aserve, aserve.error, aserve.access) and the message."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+def configure_logging(level: int | str = logging.INFO, config_file: str | None = None) -> None:
+    """Log to standard error as the command line does: the time, the level
+    (in colour on a terminal), the logger (aserve, aserve.error, aserve.access)
+    and the message. With `config_file`, a `logging.config.dictConfig` in JSON
+    (or YAML, when PyYAML is installed) instead; ConfigError when it does not
+    load."""
+    if config_file is not None:
+        _dict_config(config_file)
+        return
+    handler = logging.StreamHandler()
+    colour = wants_colour(sys.stderr)
+    handler.setFormatter(_ColourFormatter(LOG_FORMAT) if colour else logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def wants_colour(stream: Any) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty()) and not os.environ.get("NO_COLOR")
+
+
+class _ColourFormatter(logging.Formatter):
+    """The level name in colour (only ever used on a terminal)."""
+
+    _COLOURS = {
+        logging.DEBUG: "\x1b[2m",
+        logging.INFO: "\x1b[32m",
+        logging.WARNING: "\x1b[33m",
+        logging.ERROR: "\x1b[31m",
+        logging.CRITICAL: "\x1b[1;31m",
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        colour = self._COLOURS.get(record.levelno)
+        if colour is None:
+            return super().format(record)
+        plain = record.levelname
+        record.levelname = f"{colour}{plain}\x1b[0m"
+        try:
+            return super().format(record)
+        finally:
+            record.levelname = plain
+
+
+def _dict_config(path: str) -> None:
+    import json
+    import logging.config
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the log config {path!r}: {exc.strerror or exc}") from None
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                f"{path!r} is YAML, and PyYAML is not installed (pip install pyyaml), "
+                "or give the same in JSON"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the log config {path!r} is not YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"the log config {path!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the log config {path!r} must be a dictConfig mapping")
+    data.setdefault("version", 1)
+    try:
+        logging.config.dictConfig(data)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"the log config {path!r} does not apply: {exc}") from None
 
 
 def start_line(server: Server, what: str) -> str:
