@@ -161,19 +161,24 @@ def _get_when_up(process: subprocess.Popen[bytes], port: int, deadline: float) -
             connection.close()
 
 
-@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_run_serves_on_the_chosen_loop_and_stops_on_sigint(loop_name: str) -> None:
-    port = _free_port()
+def _python(script: str, *args: str) -> subprocess.Popen[bytes]:
+    """`python -c script ARGS` with this tree importable, its output piped."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-c", RUN_SCRIPT, str(port), loop_name],
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_run_serves_on_the_chosen_loop_and_stops_on_sigint(loop_name: str) -> None:
+    port = _free_port()
+    process = _python(RUN_SCRIPT, str(port), loop_name)
     try:
         body = _get_when_up(process, port, time.monotonic() + 10)
         assert body.decode().startswith(loop_name)
@@ -200,26 +205,17 @@ aserve.run(hello, port=int(sys.argv[1]), log_config=sys.argv[2] == "on")
 @pytest.mark.parametrize("log_config", ["on", "off"])
 def test_run_prints_the_start_line_and_sets_up_logging(log_config: str) -> None:
     port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", HELLO_SCRIPT, str(port), log_config],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _python(HELLO_SCRIPT, str(port), log_config)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline().strip()
+        line = process.stdout.readline().decode().strip()
         assert line.startswith("aserve ") and line.endswith(
             f"serving hello on http://127.0.0.1:{port} (press Ctrl+C to quit)"
         ), line
-        assert _get_when_up(process, port, time.monotonic() + 10) == b"Hello, World!"  # type: ignore[arg-type]
+        assert _get_when_up(process, port, time.monotonic() + 10) == b"Hello, World!"
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
+        _, raw = process.communicate(timeout=10)
+        stderr = raw.decode()
         assert process.returncode == 0, stderr
     finally:
         if process.poll() is None:
