@@ -16,6 +16,7 @@ from .errors import (
     ContentTooLarge,
     HTTPException,
 )
+from .exchange import Observer
 from .forms import FormData, UploadFile
 from .request import Request
 from .response import (
@@ -52,6 +53,7 @@ __all__ = [
     "Mount",
     "MultiDict",
     "NoMatchFound",
+    "Observer",
     "PlainTextResponse",
     "QueryParams",
     "RedirectResponse",

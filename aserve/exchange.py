@@ -92,8 +92,14 @@ DETACHED: Final = _Detached()
 
 
 class Observer(Protocol):
-    """Told of every finished exchange (access log, metrics); see
-    docs/observability.md. Without one, the engine measures nothing."""
+    """Told of every finished exchange: the access log, metrics, or a
+    program's own (``Server(app, observers=[...])``, for OpenTelemetry or
+    statsd). `done` has ``request``, ``status``, ``outcome`` ("ok",
+    "client-gone", "handler-timeout", "body-timeout", "bad-request",
+    "cancelled"), ``bytes_sent`` (head included) and ``duration`` (seconds from
+    the request head to the last byte written). It is called on the event loop
+    once the response is out: keep it quick, hand slow work elsewhere. Without
+    any observer, the engine measures nothing."""
 
     def exchange_done(self, done: Exchange) -> None: ...
 

@@ -24,7 +24,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from types import TracebackType
 from typing import Any
@@ -82,7 +82,13 @@ class ServerState:
         "all_closed",
     )
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, handler: Handler) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        handler: Handler,
+        observers: Sequence[Observer] = (),
+    ) -> None:
         self.config = config
         self.loop = loop
         self.handler = handler
@@ -98,9 +104,13 @@ class ServerState:
         #: Connections refused with 503 by max_connections since the clock last logged.
         self.refused = 0
         self.debug = config.debug
-        #: Told of every finished exchange: the access log when it is on.
+        #: Told of every finished exchange: the access log when it is on, and
+        #: the program's own observers.
+        told: list[Observer] = list(observers)
+        if config.access_log:
+            told.insert(0, AccessLog(config.access_log_format))
         self.observer: Observer | None = (
-            AccessLog(config.access_log_format) if config.access_log else None
+            None if not told else told[0] if len(told) == 1 else _Observers(told)
         )
         #: Counting bytes costs a little per write: only with an observer.
         self.protocol_class: type[HTTPProtocol] = (
@@ -135,6 +145,23 @@ class ServerState:
             self.all_closed.set()
 
 
+class _Observers:
+    """Several observers told in turn; one that fails is logged and the others
+    are still told."""
+
+    __slots__ = ("observers",)
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.observers = tuple(observers)
+
+    def exchange_done(self, done: Any) -> None:
+        for observer in self.observers:
+            try:
+                observer.exchange_done(done)
+            except Exception as exc:
+                logger.error("observer %r failed", observer, exc_info=exc)
+
+
 def _overloaded(retry_after: int | None) -> Handler:
     """The handler of a request past max_concurrency: 503 at once, answered
     like any HTTPException."""
@@ -156,10 +183,22 @@ class Server:
             await server.serve_forever()
     """
 
-    def __init__(self, handler: Handler, config: Config | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        config: Config | None = None,
+        *,
+        observers: Sequence[Observer] = (),
+        **options: Any,
+    ) -> None:
         # A plain `def handler(request)` runs in a worker thread; a bare ASGI or
         # WSGI app is refused here with the wrapper to use, not a 500 a request.
         handler = as_async_handler(handler)
+        for observer in observers:
+            if not callable(getattr(observer, "exchange_done", None)):
+                raise TypeError(f"an observer needs an exchange_done(done) method: {observer!r}")
+        #: Told of every finished exchange (see aserve.Observer).
+        self.observers = tuple(observers)
         if config is None:
             config = Config.build(**options)
         elif options:
@@ -185,7 +224,7 @@ class Server:
             raise RuntimeError("server already started")
         loop = asyncio.get_running_loop()
         config = self.config
-        state = self._state = ServerState(config, loop, self.handler)
+        state = self._state = ServerState(config, loop, self.handler, self.observers)
         self._stopped = asyncio.Event()
         front = state.ssl_context is not None or config.proxy_protocol
         factory = functools.partial(FrontProtocol if front else state.protocol_class, state)

@@ -189,3 +189,48 @@ def test_lines_are_made_only_when_the_logger_wants_them(monkeypatch: Any) -> Non
     finally:
         logging.getLogger("aserve.access").setLevel(logging.NOTSET)
     assert made == []
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str, int, float]] = []
+
+    def exchange_done(self, done: Any) -> None:
+        self.seen.append(
+            (done.request.path, done.status, done.outcome, done.bytes_sent, done.duration)
+        )
+
+
+class Broken:
+    def exchange_done(self, done: Any) -> None:
+        raise RuntimeError("the observer fails")
+
+
+async def test_a_program_s_observers_are_told_of_every_exchange(
+    connect: ConnectFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    recorder = Recorder()
+    server = aserve.Server(
+        handler, host="127.0.0.1", port=0, access_log=True, observers=[Broken(), recorder]
+    )
+    async with server:
+        client = await connect(server.port)
+        await client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.response()
+        await client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.response()
+        async with asyncio.timeout(READ_TIMEOUT):
+            while len(recorder.seen) < 2:
+                await asyncio.sleep(0.01)
+    [(path, status, outcome, sent, took), second] = recorder.seen
+    assert (path, status, outcome) == ("/slow", 200, "ok") and sent > 0 and took >= 0.2
+    assert second[0] == "/x"
+    assert len(lines_of(caplog)) == 2  # the access log, told too
+    failures = [r for r in caplog.records if "observer" in r.getMessage()]
+    assert len(failures) == 2 and failures[0].levelno == logging.ERROR
+
+
+def test_an_observer_needs_exchange_done() -> None:
+    with pytest.raises(TypeError, match="exchange_done"):
+        aserve.Server(handler, observers=[object()])  # type: ignore[list-item]
