@@ -94,6 +94,7 @@ _HELP = {
     "server_header": "value of the Server header, '' for none (default: %(default)s)",
     "date_header": "send a Date header (default: on)",
     "access_log": "log one line per request (default: off)",
+    "metrics_path": "answer Prometheus metrics on this path, e.g. /metrics (default: off)",
     "access_log_format": "'combined' (with the duration), 'json', or a template such as "
     "'{client} {method} {path} {status} {duration_ms}' (default: %(default)s)",
     "ssl_certfile": "certificate chain (PEM): serve HTTPS",

@@ -92,6 +92,9 @@ class Config:
     #: The access log's lines: "combined" (Combined Log Format and the
     #: duration), "json", or a template of {fields} (see aserve/accesslog.py).
     access_log_format: str = "combined"
+    #: Answer Prometheus metrics on this path, before the application
+    #: ("/metrics"); None: off. One process only, for now.
+    metrics_path: str | None = None
     #: HTTPS: the certificate chain (PEM). With it the listener speaks TLS only.
     ssl_certfile: str | None = None
     #: HTTPS: the private key (PEM); None when it is in ssl_certfile.
@@ -218,6 +221,16 @@ class Config:
         from .proxy import TrustedPeers  # sans-IO; parses the list or says what is wrong
 
         TrustedPeers(self.forwarded_allow_ips)
+        if self.metrics_path is not None:
+            if not self.metrics_path.startswith("/") or any(c.isspace() for c in self.metrics_path):
+                raise ConfigError(
+                    f"metrics_path must be a path such as /metrics, not {self.metrics_path!r}"
+                )
+            if self.workers > 1:
+                raise ConfigError(
+                    "metrics_path counts one process: metrics summed across workers are not "
+                    "built yet (use one worker, or a metrics path per worker behind the proxy)"
+                )
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if self.reuse_port and (self.uds is not None or self.fd is not None):

@@ -111,6 +111,7 @@ class FrontProtocol(asyncio.Protocol):
         if limit is not None and len(state.connections) >= limit:
             # No HTTP has been spoken yet, so there is no 503 to give: close.
             state.refused += 1
+            state.refusals["max_connections"] += 1
             self._phase = CLOSED
             raw.abort()
             return

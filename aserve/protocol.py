@@ -174,9 +174,11 @@ class HTTPProtocol(asyncio.Protocol):
             # a second, so that a flood of connections is not a flood of lines.
             state.rejected.add(self)
             state.refused += 1
+            state.refusals["max_connections"] += 1
             self._refuse(RequestError(503, "Server busy, try again later"), log=False)
             return
         state.connections.add(self)
+        state.opened += 1
         if state.shutting_down:
             # Accepted just before the listener closed: its request is on the
             # way and gets served (then the connection closes), not refused.
@@ -333,6 +335,7 @@ class HTTPProtocol(asyncio.Protocol):
             # Load shedding: answered at once, never queued; the connection
             # stays usable. The server's clock logs the count once a second.
             state.shed += 1
+            state.refusals["max_concurrency"] += 1
             exchange = Exchange(self, conn, state, request, state.shed_handler, counted=False)
         else:
             state.active += 1
@@ -425,6 +428,16 @@ class HTTPProtocol(asyncio.Protocol):
         self._close(linger=True)
 
     def _log_refusal(self, error: RequestError) -> None:
+        status = error.status
+        if error is _BODY_LATE:
+            reason = "body_timeout"
+        elif status == 408:
+            reason = "header_timeout"
+        elif status in (413, 414, 431):
+            reason = "too_large"
+        else:
+            reason = "bad_request"
+        self._state.refusals[reason] += 1
         error_log.info(
             "%s from %s: %s", error.status, self._client[0] if self._client else "-", error.reason
         )
@@ -693,6 +706,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self._send_mark = size
                 self._send_deadline = None if size == 0 else now + config.send_timeout
             else:
+                self._state.refusals["send_timeout"] += 1
                 error_log.info(
                     "closing the connection of %s: it read nothing for %gs (send_timeout)",
                     self._client[0] if self._client else "-",
@@ -746,6 +760,7 @@ class HTTPProtocol(asyncio.Protocol):
         if exchange is None or not self._conn.can_answer:
             return False
         request = exchange.request
+        self._state.refusals["handler_timeout"] += 1
         error_log.warning(
             "handler did not answer %s %s within %gs (handler_timeout): cancelled, 504",
             request.method,

@@ -15,6 +15,7 @@ in-flight exchanges finish (their responses carry `Connection: close`); after
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -36,6 +37,7 @@ from .connection import HeaderTriples
 from .errors import ConfigError, HTTPException, ListenError
 from .exchange import Handler, Observer
 from .front import FrontProtocol
+from .metrics import Metrics, MetricsEndpoint
 from .protocol import LINGER_S, HTTPProtocol, MeteredHTTPProtocol
 from .proxy import TrustedPeers
 from .request import Request
@@ -66,6 +68,9 @@ class ServerState:
         "requests",
         "shed",
         "refused",
+        "refusals",
+        "opened",
+        "started",
         "debug",
         "observer",
         "protocol_class",
@@ -103,6 +108,14 @@ class ServerState:
         self.shed = 0
         #: Connections refused with 503 by max_connections since the clock last logged.
         self.refused = 0
+        #: Refused connections and requests since the start, by reason
+        #: (max_connections, max_concurrency, header_timeout, body_timeout,
+        #: send_timeout, handler_timeout, bad_request, too_large): metrics.
+        self.refusals: collections.Counter[str] = collections.Counter()
+        #: Connections accepted since the start.
+        self.opened = 0
+        #: When the server started (wall clock), for uptime.
+        self.started = time.time()
         self.debug = config.debug
         #: Told of every finished exchange: the access log when it is on, and
         #: the program's own observers.
@@ -224,7 +237,16 @@ class Server:
             raise RuntimeError("server already started")
         loop = asyncio.get_running_loop()
         config = self.config
-        state = self._state = ServerState(config, loop, self.handler, self.observers)
+        handler: Handler = self.handler
+        observers: tuple[Observer, ...] = self.observers
+        endpoint = None
+        if config.metrics_path is not None:
+            metrics = Metrics()
+            endpoint = MetricsEndpoint(handler, config.metrics_path, metrics)
+            handler, observers = endpoint, (*observers, metrics)
+        state = self._state = ServerState(config, loop, handler, observers)
+        if endpoint is not None:
+            endpoint.state = state
         self._stopped = asyncio.Event()
         front = state.ssl_context is not None or config.proxy_protocol
         factory = functools.partial(FrontProtocol if front else state.protocol_class, state)

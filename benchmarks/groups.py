@@ -417,6 +417,17 @@ GROUPS: tuple[Group, ...] = (
         ),
     ),
     Group(
+        "metrics",
+        "Hello, World! with aserve's Prometheus metrics on (every request counted) and off",
+        (
+            ASERVE_HELLO,
+            dataclasses.replace(ASERVE_HELLO, name="aserve-metrics", args=("--metrics",)),
+        ),
+        (HELLO,),
+        references=("aserve",),
+        comparisons=(Comparison("aserve-metrics", "aserve"),),
+    ),
+    Group(
         "workers",
         "Hello, World! from 2 worker processes and from 1, on 2 CPUs shared with wrk",
         (

@@ -30,6 +30,8 @@ def run_aserve(handler: Any) -> None:
     tls = settings.tls_files()
     if tls is not None:
         options["ssl_certfile"], options["ssl_keyfile"] = tls
+    if "--metrics" in sys.argv[2:]:
+        options["metrics_path"] = "/metrics"
     access_log = settings.access_log()
     if access_log:
         # One line per request to the server's output, as uvicorn writes its own.
