@@ -91,6 +91,13 @@ class _Detached:
 DETACHED: Final = _Detached()
 
 
+class _NoMeter:
+    sent = 0
+
+
+_NO_METER: Final = _NoMeter()
+
+
 class Observer(Protocol):
     """Told of every finished exchange: the access log, metrics, or a
     program's own (``Server(app, observers=[...])``, for OpenTelemetry or
@@ -161,20 +168,19 @@ class Exchange:
         #: How the exchange ended, for observers: "ok", "client-gone",
         #: "handler-timeout", "body-timeout", "bad-request", "cancelled".
         self.outcome = "ok"
-        # Set by measure() when an observer is told of this exchange.
-        self.started = 0.0
+        # Set, with the measures below, by measure() when an observer is on;
+        # without one nothing more is stored per request.
         self._meter: Meter | None = None
-        self._sent_mark = 0
-        #: Bytes written for the response (head included) and seconds from the
-        #: request head to the last of them; filled in for observers.
-        self.bytes_sent = 0
-        self.duration = 0.0
 
     def measure(self, meter: Meter) -> None:
         """Count the time and the bytes of this exchange (an observer is on)."""
         self.started = time.perf_counter()
         self._meter = meter
         self._sent_mark = meter.sent
+        #: Bytes written for the response (head included) and seconds from the
+        #: request head to the last of them; filled in for observers.
+        self.bytes_sent = 0
+        self.duration = 0.0
 
     def connection_lost(self) -> None:
         """The client is gone. A streamed body stops at once; a handler still
@@ -248,7 +254,9 @@ class Exchange:
 
     def _observe(self, observer: Observer, clean: bool) -> None:
         meter = self._meter
-        if meter is not None:
+        if meter is None:  # made outside the engine, with no measure taken
+            self.measure(_NO_METER)
+        else:
             self.duration = time.perf_counter() - self.started
             self.bytes_sent = meter.sent - self._sent_mark
         if not clean and self.outcome == "ok":

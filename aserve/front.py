@@ -246,7 +246,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def deadline_passed(self) -> None:
         self._deadline = None
-        if self._state.shutting_down and not self._started():
+        if self._state.shutting_down and not self._heard:
             self._close_raw()  # it never began: nothing to tell the log
             return
         if self._phase == PREAMBLE:
@@ -262,13 +262,10 @@ class FrontProtocol(asyncio.Protocol):
         # A client in its handshake is mid-request: let it finish (under
         # header_timeout); its request is then served and the connection
         # closed. One that has sent nothing yet gets a moment to start.
-        if self._phase in (PREAMBLE, HANDSHAKE) and not self._started():
+        if self._phase in (PREAMBLE, HANDSHAKE) and not self._heard:
             grace = self._state.loop.time() + FRESH_AT_SHUTDOWN_S
             if self._deadline is None or self._deadline > grace:
                 self._deadline = grace
-
-    def _started(self) -> bool:
-        return self._heard
 
     def abort(self) -> None:
         if self._raw is not None:

@@ -131,7 +131,7 @@ class Metrics:
 class MetricsEndpoint:
     """The application, with ``path`` answered first with the metrics."""
 
-    __slots__ = ("handler", "path", "metrics", "state", "startup", "shutdown")
+    __slots__ = ("handler", "path", "metrics", "state")
 
     def __init__(
         self, handler: Callable[[Request], Awaitable[Response]], path: str, metrics: Metrics
@@ -140,9 +140,6 @@ class MetricsEndpoint:
         self.path = path.encode("ascii")
         self.metrics = metrics
         self.state: ServerState | None = None
-        # The application's own start-up and shutdown still run.
-        self.startup = getattr(handler, "startup", None)
-        self.shutdown = getattr(handler, "shutdown", None)
 
     async def __call__(self, request: Request) -> Response:
         if request.raw_path == self.path and self.state is not None:
