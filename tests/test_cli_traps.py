@@ -80,6 +80,8 @@ def one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> str
         (("--error-page", "404=missing.html"), ("missing.html",)),
         (("--keep-alive-timeout", "nan"), ("keep_alive_timeout",)),
         (("--max-connections", "0"), ("max_connections",)),
+        (("--metrics-path", "/metrics", "--workers", "2"), ("metrics_path", "workers")),
+        (("--access-log-format", "{nope}"), ("access_log_format", "nope")),
     ],
 )
 def test_refused_with_one_line(apps: Path, args: tuple[str, ...], words: tuple[str, ...]) -> None:
@@ -218,3 +220,24 @@ def test_basic_auth_and_cors_through_the_command(site: Path, start: Start, tmp_p
     wrong = base64.b64encode(b"bob:nope").decode()
     assert running.get("/notes.txt", headers={"Authorization": f"Basic {wrong}"}).status == 401
     running.stop()
+
+
+def test_metrics_and_a_json_access_log_through_the_command(site: Path, start: Start) -> None:
+    running = start(
+        "-d",
+        str(site),
+        "--port",
+        "0",
+        "--metrics-path",
+        "/metrics",
+        "--access-log",
+        "--access-log-format",
+        "json",
+    )
+    assert running.get("/notes.txt").status == 200
+    metrics = running.body("/metrics").decode()
+    assert 'aserve_requests_total{method="GET",status="2xx"} 1' in metrics
+    status, stderr = running.stop()
+    assert status == 0
+    lines = [line for line in stderr.splitlines() if " aserve.access: " in line]
+    assert len(lines) == 2 and '"path":"/notes.txt"' in lines[0]

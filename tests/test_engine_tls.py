@@ -475,3 +475,26 @@ async def test_asgi_and_wsgi_see_https_and_the_client_certificate(
             await client.send(GET)
             seen = json.loads((await client.response()).body)
         assert seen["SSL_CLIENT_VERIFY"] == "NONE" and seen["SSL_CLIENT_S_DN"] is None
+
+
+async def test_access_log_and_metrics_over_tls(
+    serve: Any, certfiles: dict[str, str], ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The front hands over to the metered protocol when an observer is on.
+    caplog.set_level(logging.INFO, "aserve.access")
+    options = dict(certfiles, access_log=True, metrics_path="/metrics")
+    async with serve(echo_request, **options) as server:
+        async with client_of(server.port, client_context(ca)) as client:
+            await client.send(GET)
+            reply = await client.response()
+            await client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            metrics = (await client.response()).body.decode()
+        async with asyncio.timeout(READ_TIMEOUT):
+            while not any(r.name == "aserve.access" for r in caplog.records):
+                await asyncio.sleep(0.01)
+    line = next(r.getMessage() for r in caplog.records if r.name == "aserve.access")
+    assert '"GET / HTTP/1.1" 200 ' in line
+    sent = int(line.split('" 200 ', 1)[1].split()[0])
+    assert sent > len(reply.body)  # the plaintext written, head included
+    assert 'aserve_requests_total{method="GET",status="2xx"} 1' in metrics
+    assert f"aserve_response_bytes_total {sent}" in metrics
