@@ -132,6 +132,7 @@ from .response import FileSegment, Response, StreamingResponse
 __all__ = ["ASGIHandler", "detect_interface", "wrap"]
 
 error_log = logging.getLogger("aserve.error")
+lifecycle = logging.getLogger("aserve")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -733,7 +734,7 @@ class ASGIHandler:
         if failure is not None:
             if self.lifespan == "on" or self._lifespan_running:
                 raise RuntimeError(f"ASGI lifespan {phase} failed: {failure}")
-            error_log.info("ASGI app does not support lifespan (%s); continuing", failure)
+            lifecycle.info("ASGI app does not support lifespan (%s); continuing", failure)
         elif phase == "startup" and self.lifespan == "on":
             raise RuntimeError("ASGI app returned from lifespan without completing startup")
 

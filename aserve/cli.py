@@ -94,7 +94,13 @@ _HELP = {
     "server_header": "value of the Server header, '' for none (default: %(default)s)",
     "date_header": "send a Date header (default: on)",
     "access_log": "log one line per request (default: off)",
-    "metrics_path": "answer Prometheus metrics on this path, e.g. /metrics (default: off)",
+    "metrics_path": "answer Prometheus metrics on this path, e.g. /metrics, summed over "
+    "every worker (default: off)",
+    "metrics_port": "serve the metrics (and the status page) on a listener of their own, "
+    "at this port (default: none)",
+    "metrics_host": "interface of the --metrics-port listener (default: as --host)",
+    "status_path": "answer a live status page on this path, e.g. /status; ?format=json "
+    "for its data (default: off)",
     "access_log_format": "'combined' (with the duration), 'json', or a template such as "
     "'{client} {method} {path} {status} {duration_ms}' (default: %(default)s)",
     "ssl_certfile": "certificate chain (PEM): serve HTTPS",

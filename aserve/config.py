@@ -93,8 +93,16 @@ class Config:
     #: duration), "json", or a template of {fields} (see aserve/accesslog.py).
     access_log_format: str = "combined"
     #: Answer Prometheus metrics on this path, before the application
-    #: ("/metrics"); None: off. One process only, for now.
+    #: ("/metrics"); None: off. With workers, the numbers of all of them.
     metrics_path: str | None = None
+    #: A listener of its own for the metrics (on metrics_path, or /metrics)
+    #: and the status page, so that they need not be public; None: none.
+    metrics_port: int | None = None
+    #: The metrics listener's interface; None: the same as host.
+    metrics_host: str | None = None
+    #: Answer a live status page on this path ("/status"), before the
+    #: application, and on the metrics listener; ?format=json for its data.
+    status_path: str | None = None
     #: HTTPS: the certificate chain (PEM). With it the listener speaks TLS only.
     ssl_certfile: str | None = None
     #: HTTPS: the private key (PEM); None when it is in ssl_certfile.
@@ -221,16 +229,20 @@ class Config:
         from .proxy import TrustedPeers  # sans-IO; parses the list or says what is wrong
 
         TrustedPeers(self.forwarded_allow_ips)
-        if self.metrics_path is not None:
-            if not self.metrics_path.startswith("/") or any(c.isspace() for c in self.metrics_path):
-                raise ConfigError(
-                    f"metrics_path must be a path such as /metrics, not {self.metrics_path!r}"
-                )
-            if self.workers > 1:
-                raise ConfigError(
-                    "metrics_path counts one process: metrics summed across workers are not "
-                    "built yet (use one worker, or a metrics path per worker behind the proxy)"
-                )
+        for name, example in (("metrics_path", "/metrics"), ("status_path", "/status")):
+            path = getattr(self, name)
+            if path is not None and (
+                not path.startswith("/") or any(c.isspace() or ord(c) > 126 for c in path)
+            ):
+                raise ConfigError(f"{name} must be a path such as {example}, not {path!r}")
+        if self.metrics_path is not None and self.metrics_path == self.status_path:
+            raise ConfigError(f"metrics_path and status_path are both {self.metrics_path!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be between 0 and 65535, not {self.metrics_port}")
+        if self.metrics_host is not None and self.metrics_port is None:
+            raise ConfigError("metrics_host needs metrics_port (the listener it binds)")
+        if self.metrics_host == "":
+            raise ConfigError("metrics_host must not be empty")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if self.reuse_port and (self.uds is not None or self.fd is not None):

@@ -350,7 +350,7 @@ class Exchange:
         except HTTPException as exc:
             # The request body the stream was reading turned out bad (framing,
             # size): the client's fault, one line and no traceback.
-            error_log.info("streamed response cut short: %s", exc)
+            error_log.warning("streamed response cut short: %s", exc)
             return False
         except Exception as exc:
             if not channel.disconnected:

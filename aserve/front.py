@@ -225,7 +225,7 @@ class FrontProtocol(asyncio.Protocol):
         self._decrypt()
 
     def _fail(self, message: str) -> None:
-        error_log.info("%s", message)
+        error_log.warning("%s", message)
         self._close_raw()
 
     def _close_raw(self) -> None:
@@ -288,7 +288,7 @@ class FrontProtocol(asyncio.Protocol):
                 break
             except ssl.SSLError as exc:
                 reason = exc.reason or str(exc)
-                error_log.info("TLS error from %s: %s", self._host(), reason)
+                error_log.warning("TLS error from %s: %s", self._host(), reason)
                 self.abort()
                 return
             if not chunk:
@@ -323,13 +323,18 @@ class FrontProtocol(asyncio.Protocol):
             if self._phase == OPEN and not self._write_closed:
                 self._decrypt()
 
+    def phase_name(self) -> str:
+        """For metrics: before HTTP (a PROXY header, the TLS handshake)."""
+        return "handshake" if self._phase != CLOSED else "closing"
+
     def eof_received(self) -> bool | None:
         if self._phase == OPEN and self._app is not None:
             if self._write_closed:
                 return False
             return self._app.eof_received()
         if self._phase == HANDSHAKE and self._heard:
-            error_log.info(
+            # A probe, a client that gave up, or one that refused our certificate.
+            error_log.warning(
                 "TLS handshake with %s failed: the client closed the connection", self._host()
             )
         self._close_raw()
@@ -383,7 +388,7 @@ class TLSTransport(asyncio.Transport):
         try:
             sslobj.write(data)
         except ssl.SSLError as exc:
-            error_log.info("TLS error to %s: %s", front._host(), exc.reason or exc)
+            error_log.warning("TLS error to %s: %s", front._host(), exc.reason or exc)
             front.abort()
             return
         front._flush()

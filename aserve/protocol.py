@@ -311,7 +311,9 @@ class HTTPProtocol(asyncio.Protocol):
             self._arm(timeout)
         self._pipelined = 0
         self._pending = False
-        self._fresh = False
+        if self._fresh:
+            self._fresh = False
+            state.served_connections += 1
         state.requests += 1
         body = None
         if conn.chunked or conn.content_length:
@@ -438,7 +440,7 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             reason = "bad_request"
         self._state.refusals[reason] += 1
-        error_log.info(
+        error_log.warning(
             "%s from %s: %s", error.status, self._client[0] if self._client else "-", error.reason
         )
 
@@ -707,7 +709,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self._send_deadline = None if size == 0 else now + config.send_timeout
             else:
                 self._state.refusals["send_timeout"] += 1
-                error_log.info(
+                error_log.warning(
                     "closing the connection of %s: it read nothing for %gs (send_timeout)",
                     self._client[0] if self._client else "-",
                     config.send_timeout,
@@ -834,6 +836,25 @@ class HTTPProtocol(asyncio.Protocol):
             self._exchange.task.cancel()
         if self._transport is not None and not self._lost:
             self._transport.abort()
+
+    def phase_name(self) -> str:
+        """What the connection is doing, for metrics and the status page:
+        idle, reading (a head, or a body the handler waits for), handling,
+        writing (the response started) or closing."""
+        phase = self._phase
+        if phase == IDLE:
+            return "idle"
+        if phase == HEAD:
+            return "reading"
+        if phase == BUSY:
+            exchange = self._exchange
+            if exchange is not None and exchange.status:
+                return "writing"
+            body = self._body
+            if body is not None and self._body_deadline is not None:
+                return "reading"
+            return "handling"
+        return "closing"
 
     def __repr__(self) -> str:
         return f"<HTTPProtocol {self._client} phase={self._phase}>"

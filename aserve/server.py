@@ -37,7 +37,7 @@ from .connection import HeaderTriples
 from .errors import ConfigError, HTTPException, ListenError
 from .exchange import Handler, Observer
 from .front import FrontProtocol
-from .metrics import Metrics, MetricsEndpoint
+from .metrics import MetricsEndpoint, Monitor, Share
 from .protocol import LINGER_S, HTTPProtocol, MeteredHTTPProtocol
 from .proxy import TrustedPeers
 from .request import Request
@@ -70,6 +70,7 @@ class ServerState:
         "refused",
         "refusals",
         "opened",
+        "served_connections",
         "started",
         "debug",
         "observer",
@@ -114,6 +115,9 @@ class ServerState:
         self.refusals: collections.Counter[str] = collections.Counter()
         #: Connections accepted since the start.
         self.opened = 0
+        #: Connections that have had a request (requests less these came on a
+        #: kept-alive connection).
+        self.served_connections = 0
         #: When the server started (wall clock), for uptime.
         self.started = time.time()
         self.debug = config.debug
@@ -202,6 +206,7 @@ class Server:
         config: Config | None = None,
         *,
         observers: Sequence[Observer] = (),
+        share: Share | None = None,
         **options: Any,
     ) -> None:
         # A plain `def handler(request)` runs in a worker thread; a bare ASGI or
@@ -218,6 +223,12 @@ class Server:
             config = config.replace(**options)
         self.handler = handler
         self.config = config
+        #: With workers, from the supervisor: the metrics board and this
+        #: process's slot in it, and the metrics listener it bound.
+        self._share = share
+        self._monitor: Monitor | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._metrics_state: ServerState | None = None
         self._state: ServerState | None = None
         self._server: asyncio.Server | None = None
         self._clock: asyncio.TimerHandle | None = None
@@ -239,14 +250,17 @@ class Server:
         config = self.config
         handler: Handler = self.handler
         observers: tuple[Observer, ...] = self.observers
-        endpoint = None
-        if config.metrics_path is not None:
-            metrics = Metrics()
-            endpoint = MetricsEndpoint(handler, config.metrics_path, metrics)
-            handler, observers = endpoint, (*observers, metrics)
+        monitor = None
+        if config.metrics_path or config.status_path or config.metrics_port is not None:
+            monitor = self._monitor = Monitor(self._share)
+            observers = (*observers, monitor.counts)
+            if config.metrics_path or config.status_path:
+                handler = MetricsEndpoint(handler, monitor, config.metrics_path, config.status_path)
         state = self._state = ServerState(config, loop, handler, observers)
-        if endpoint is not None:
-            endpoint.state = state
+        if monitor is not None:
+            monitor.state = state
+            if config.metrics_port is not None:
+                await self._start_metrics_listener(monitor)
         self._stopped = asyncio.Event()
         front = state.ssl_context is not None or config.proxy_protocol
         factory = functools.partial(FrontProtocol if front else state.protocol_class, state)
@@ -272,6 +286,7 @@ class Server:
                     start_serving=False,
                 )
         except OSError as exc:
+            self._close_metrics_listener()
             raise listen_error(exc, config.where) from exc
         if config.debug and isinstance(self.handler, App):
             # The server's debug setting reaches the App (and, through its
@@ -286,6 +301,7 @@ class Server:
                 await startup()
             except BaseException:
                 server.close()
+                self._close_metrics_listener()
                 raise
         self._server = server
         await server.start_serving()
@@ -295,6 +311,71 @@ class Server:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._clock_interval = clock_interval(config)
         self._clock = loop.call_later(self._clock_interval, self._tick)
+        if monitor is not None:
+            monitor.publish()
+
+    async def _start_metrics_listener(self, monitor: Monitor) -> None:
+        """The metrics and status paths on a plain-HTTP listener of their own
+        (metrics_port): nothing else is answered there, and nothing there is
+        counted or logged."""
+        config = self.config
+        assert self._state is not None
+        loop = self._state.loop
+        handler = MetricsEndpoint(
+            None, monitor, config.metrics_path or "/metrics", config.status_path
+        )
+        metrics_config = Config.build(
+            host=config.metrics_host or config.host,
+            port=config.metrics_port or 0,
+            loop=config.loop,
+            max_connections=64,
+            max_concurrency=None,
+            handler_timeout=None,
+            header_timeout=config.header_timeout,
+            keep_alive_timeout=config.keep_alive_timeout,
+            server_header=config.server_header,
+            date_header=config.date_header,
+        )
+        state = self._metrics_state = ServerState(metrics_config, loop, handler)
+        factory = functools.partial(HTTPProtocol, state)
+        sock = self._share.metrics_socket if self._share is not None else None
+        try:
+            if sock is not None:
+                server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+            else:
+                server = await loop.create_server(
+                    factory,
+                    host=metrics_config.host,
+                    port=metrics_config.port,
+                    backlog=config.backlog,
+                    reuse_address=True,
+                )
+        except OSError as exc:
+            where = f"{metrics_config.host}:{metrics_config.port} (metrics_port)"
+            raise listen_error(exc, where) from exc
+        self._metrics_server = server
+        if sock is None:  # with workers, the supervisor says where it listens
+            lifecycle.info("metrics on %s", metrics_url(server.sockets[0], config))
+
+    def _close_metrics_listener(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        state = self._metrics_state
+        if state is not None:
+            state.shutting_down = True
+            for protocol in list(state.connections):
+                protocol.abort()
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The metrics listener's port (useful with ``metrics_port=0``)."""
+        if self._metrics_server is None:
+            return None
+        for sock in self._metrics_server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        return None
 
     def reload_certificates(self) -> bool:
         """Load the certificate files again (SIGHUP does this): connections
@@ -431,6 +512,10 @@ class Server:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+        self._close_metrics_listener()
+        if self._monitor is not None:
+            self._monitor.publish()  # the last numbers, for the supervisor to fold
+            self._monitor.close()
         self._remove_uds_file()
         shutdown = getattr(self.handler, "shutdown", None)
         try:
@@ -474,6 +559,10 @@ class Server:
         if second != self._date_second:
             self._date_second = second
             state.refresh_base_headers()
+            if self._metrics_state is not None:
+                self._metrics_state.refresh_base_headers()
+            if self._monitor is not None:
+                self._monitor.publish()
         if state.shed:
             logger.warning(
                 "refused %d request(s) with 503: %d being handled (max_concurrency)",
@@ -493,10 +582,24 @@ class Server:
             deadline = protocol._deadline
             if deadline is not None and deadline <= now:
                 protocol.deadline_passed()
+        if self._metrics_state is not None:
+            for protocol in (*self._metrics_state.connections, *self._metrics_state.rejected):
+                deadline = protocol._deadline
+                if deadline is not None and deadline <= now:
+                    protocol.deadline_passed()
         # Aligned to the wall clock's next second when that comes first, so the
         # Date header changes on time.
         delay = min(self._clock_interval, 1.0 - time.time() % 1.0 + 0.001)
         self._clock = loop.call_later(delay, self._tick)
+
+
+def metrics_url(sock: socket.socket, config: Config) -> str:
+    """Where the metrics listener answers (what the life-cycle line says)."""
+    url = listen_url(sock, False)
+    paths = [config.metrics_path or "/metrics"]
+    if config.status_path:
+        paths.append(config.status_path)
+    return " and ".join(url + path for path in paths)
 
 
 def listen_error(exc: OSError, where: str) -> ListenError:

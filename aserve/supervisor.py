@@ -55,7 +55,8 @@ from typing import Any, Literal, NoReturn, Protocol
 from .config import Config
 from .errors import AserveError, ConfigError, ListenError
 from .exchange import Handler
-from .server import Server, listen_error, listen_url, new_event_loop_factory
+from .metrics import Board, Share
+from .server import Server, listen_error, listen_url, metrics_url, new_event_loop_factory
 
 logger = logging.getLogger("aserve.error")
 #: Life-cycle lines (workers started, stopped, replaced): errors and warnings
@@ -77,6 +78,9 @@ BOOT_TIMEOUT_MIN_S = 30.0
 KILL_MARGIN_S = 10.0
 #: The supervisor looks at its clocks at least this often.
 TICK_S = 0.5
+#: Process slots of the metrics board: far more than workers ever run at once
+#: (a replacement overlaps the worker it replaces); pages never used cost nothing.
+BOARD_SLOTS = 256
 #: Polling for --reload: how often the watched files' times are read.
 POLL_INTERVAL_S = 0.5
 
@@ -597,6 +601,8 @@ class Listeners:
         self.config = config
         self._shared: socket.socket | None = None
         self._slots: dict[int, socket.socket] = {}
+        #: The metrics listener (metrics_port), shared by every worker.
+        self.metrics: socket.socket | None = None
         self._port = config.port
         # (device, inode) of the Unix socket file we bound, removed at the end
         # only if that file is still the one there.
@@ -619,6 +625,13 @@ class Listeners:
         except OSError as exc:
             self.close()
             raise listen_error(exc, self.config.where) from exc
+        if config.metrics_port is not None:
+            host = config.metrics_host or config.host
+            try:
+                self.metrics = self._bind_tcp(False, host, config.metrics_port)
+            except OSError as exc:
+                self.close()
+                raise listen_error(exc, f"{host}:{config.metrics_port} (metrics_port)") from exc
 
     def for_slot(self, slot: int) -> socket.socket:
         if self._shared is not None:
@@ -640,14 +653,18 @@ class Listeners:
     def sockets(self) -> list[socket.socket]:
         return [self._shared] if self._shared is not None else list(self._slots.values())
 
+    @property
+    def all_sockets(self) -> list[socket.socket]:
+        return self.sockets + ([self.metrics] if self.metrics is not None else [])
+
     def url(self) -> str:
         tls = self.config.ssl is not None or self.config.ssl_certfile is not None
         return listen_url(self.sockets[0], tls)
 
     def close(self) -> None:
-        for sock in self.sockets:
+        for sock in self.all_sockets:
             sock.close()
-        self._shared = None
+        self._shared = self.metrics = None
         self._slots.clear()
         path = self.config.uds
         if path is None or self._uds_file is None:
@@ -658,10 +675,15 @@ class Listeners:
                 os.unlink(path)
         self._uds_file = None
 
-    def _bind_tcp(self, reuse_port: bool) -> socket.socket:
+    def _bind_tcp(
+        self, reuse_port: bool, host: str | None = None, port: int | None = None
+    ) -> socket.socket:
         config = self.config
         family, kind, proto, _, address = socket.getaddrinfo(
-            config.host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host or config.host,
+            self._port if port is None else port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
         )[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -859,6 +881,7 @@ def _worker_main(
     channel: _Channel,
     max_requests: int | None,
     interval: float,
+    share: Share | None = None,
 ) -> int:
     """Build the handler and serve until told to stop; the exit status."""
     try:
@@ -874,7 +897,7 @@ def _worker_main(
         return 1
     try:
         with asyncio.Runner(loop_factory=new_event_loop_factory(config.loop)) as runner:
-            runner.run(_serve(handler, config, channel, what, max_requests, interval))
+            runner.run(_serve(handler, config, channel, what, max_requests, interval, share))
     except ListenError as exc:
         _error_line(str(exc.args[1] if len(exc.args) > 1 else exc))
         return 1
@@ -891,8 +914,9 @@ async def _serve(
     what: str,
     max_requests: int | None,
     interval: float,
+    share: Share | None,
 ) -> None:
-    server = Server(handler, config)
+    server = Server(handler, config, share=share)
     await server.start()
     loop = asyncio.get_running_loop()
     stopping: asyncio.Task[None] | None = None
@@ -966,6 +990,8 @@ class _Process:
     pid: int
     pipe: int | None
     buffer: bytes = b""
+    #: Its slot on the metrics board, if it has one.
+    board_slot: int | None = None
 
 
 class Supervisor:
@@ -996,6 +1022,10 @@ class Supervisor:
         )
         self.beat_interval = min(BEAT_INTERVAL_S, config.worker_timeout / 4)
         self.listeners = Listeners(config)
+        #: The metrics of every worker, in shared memory (see aserve/metrics.py).
+        self.board: Board | None = None
+        if config.metrics_path or config.status_path or config.metrics_port is not None:
+            self.board = Board(BOARD_SLOTS)
         self._processes: dict[int, _Process] = {}
         self._signals: deque[int] = deque()
         self._selector: selectors.BaseSelector | None = None
@@ -1043,6 +1073,8 @@ class Supervisor:
             if self._selector is not None:
                 self._selector.close()
             self.listeners.close()
+            if self.board is not None:
+                self.board.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals.append(signum)
@@ -1072,6 +1104,8 @@ class Supervisor:
             if changed:
                 self._execute(self.policy.changed(changed, now))
         self._execute(self.policy.tick(now))
+        if self.board is not None:
+            self.board.set_workers(self.policy.count)
         if self.config.reuse_port:
             self.listeners.release(range(self.policy.count))
 
@@ -1122,7 +1156,23 @@ class Supervisor:
                 pass
             self._close_pipe(process)
             del self._processes[pid]
+            if self.board is not None and process.board_slot is not None:
+                reason = self._restart_reason(pid)
+                self.board.release(process.board_slot)
+                if reason is not None:
+                    self.board.restarted(reason)
             self._execute(self.policy.exited(pid, code, now))
+
+    def _restart_reason(self, pid: int) -> str | None:
+        """Why worker `pid`, now gone, is being replaced, for the metrics; None
+        when it is not (a shutdown, fewer workers, a failed start)."""
+        worker = self.policy.workers.get(pid)
+        if worker is None or self.policy.phase != "running" or worker.ready_at is None:
+            return None
+        reason = worker.stop_reason
+        if reason is None:
+            return "exited"
+        return reason if reason in ("timeout", "max_requests", "reload") else None
 
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
@@ -1150,6 +1200,8 @@ class Supervisor:
             self.on_started(description)
         else:
             lifecycle.info("serving %s", description)
+        if self.listeners.metrics is not None:
+            lifecycle.info("metrics on %s", metrics_url(self.listeners.metrics, self.config))
 
     def _kill_all(self) -> None:
         for process in self._processes.values():
@@ -1171,6 +1223,9 @@ class Supervisor:
         except OSError as exc:
             self._execute(self.policy.spawn_failed(spawn, str(exc), time.monotonic()))
             return
+        board_slot = self.board.take() if self.board is not None else None
+        if self.board is not None and board_slot is None:
+            logger.warning("no metrics slot left: this worker's numbers are not counted")
         read, write = os.pipe()
         supervisor = os.getpid()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
@@ -1180,14 +1235,16 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read)
             os.close(write)
+            if self.board is not None and board_slot is not None:
+                self.board.release(board_slot)
             self._execute(self.policy.spawn_failed(spawn, str(exc), time.monotonic()))
             return
         if pid == 0:
-            self._become_worker(spawn, sock, read, write, supervisor, mask)
+            self._become_worker(spawn, sock, read, write, supervisor, mask, board_slot)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write)
         os.set_blocking(read, False)
-        process = self._processes[pid] = _Process(pid, read)
+        process = self._processes[pid] = _Process(pid, read, board_slot=board_slot)
         self._selector.register(read, selectors.EVENT_READ, process)
         self.policy.spawned(pid, spawn, time.monotonic())
         logger.debug("worker %d starting in slot %d", pid, spawn.slot)
@@ -1200,6 +1257,7 @@ class Supervisor:
         write: int,
         supervisor: int,
         mask: Iterable[int],
+        board_slot: int | None,
     ) -> NoReturn:
         status = 1
         try:
@@ -1209,11 +1267,18 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             # A descriptor of our own for the listener; then none of the supervisor's.
             fd = os.dup(sock.fileno())
+            share = None
+            if self.board is not None:
+                metrics = self.listeners.metrics
+                kept = socket.socket(fileno=os.dup(metrics.fileno())) if metrics else None
+                share = Share(self.board, board_slot, kept)
             os.close(read)
             self._close_inherited()
             config = self.config.replace(fd=fd, uds=None, reuse_port=False, workers=1)
             channel = _Channel(write, supervisor)
-            status = _worker_main(self.app, config, channel, spawn.max_requests, self.beat_interval)
+            status = _worker_main(
+                self.app, config, channel, spawn.max_requests, self.beat_interval, share
+            )
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -1234,7 +1299,7 @@ class Supervisor:
             if process.pipe is not None:
                 os.close(process.pipe)
                 process.pipe = None
-        for sock in self.listeners.sockets:
+        for sock in self.listeners.all_sockets:
             sock.close()
 
 

@@ -80,7 +80,8 @@ def one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> str
         (("--error-page", "404=missing.html"), ("missing.html",)),
         (("--keep-alive-timeout", "nan"), ("keep_alive_timeout",)),
         (("--max-connections", "0"), ("max_connections",)),
-        (("--metrics-path", "/metrics", "--workers", "2"), ("metrics_path", "workers")),
+        (("--status-path", "status"), ("status_path", "/status")),
+        (("--metrics-port", "-1"), ("metrics_port",)),
         (("--access-log-format", "{nope}"), ("access_log_format", "nope")),
     ],
 )

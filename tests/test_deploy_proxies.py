@@ -252,7 +252,7 @@ def problems(log: str) -> list[str]:
 
 def aserve_problems(log: str) -> list[str]:
     """What an aserve log says besides its access lines and its shutdown: a
-    refused connection is one line on aserve.error, at level INFO."""
+    refused connection is one line on aserve.error, at level WARNING."""
     return [
         line
         for line in log.splitlines()

@@ -11,6 +11,7 @@ to let something happen.
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import os
 import random
@@ -834,3 +835,85 @@ def test_a_program_runs_its_handler_object_in_workers(launch: Launch, app_dir: P
     server.wait_log(r"worker \d+ stopped \(reload\)", 2)
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def status_of(server: Supervised, port: int | None = None) -> dict[str, Any]:
+    assert server.match is not None
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port or int(server.match.group("port")), timeout=5
+    )
+    try:
+        conn.request("GET", "/status?format=json")
+        response = conn.getresponse()
+        assert response.status == 200
+        found: dict[str, Any] = json.loads(response.read())
+        return found
+    finally:
+        conn.close()
+
+
+def test_metrics_and_status_are_summed_over_workers_and_survive_a_restart(
+    launch: Launch,
+) -> None:
+    server = launch(
+        "myapp:app", "--workers", "2", "--port", "0", "--reuse-port",
+        "--metrics-path", "/metrics", "--status-path", "/status", "--metrics-port", "0",
+    )  # fmt: skip
+    listening = server.wait_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics and .*/status")
+    metrics_port = int(listening[0].group(1))
+    server.wait_log(r"worker \d+ started", 2)
+    for _ in range(40):
+        assert server.get()[0] == 200
+    scrapes = 0
+
+    def counted(expected: int) -> dict[str, Any] | None:
+        # Every process publishes once a second; the scrapes on the app's
+        # port are requests too, once answered.
+        nonlocal scrapes
+        found = status_of(server)
+        scrapes += 1
+        total = found["requests"]["total"]
+        return found if total == expected + scrapes - 1 else None
+
+    found = until(lambda: counted(40), what="40 requests counted over both workers")
+    serving = found["workers"]["serving"]
+    assert len(serving) == 2 and found["workers"]["wanted"] == 2
+    assert {w["pid"] for w in serving} == set(server.started_pids())
+    # Both served (the kernel spreads new connections over the two sockets).
+    assert all(w["requests"] > 0 for w in serving)
+    assert sum(w["requests"] for w in serving) == found["requests"]["total"]
+    # The metrics listener counts nothing of its own and sees the same numbers.
+    on_metrics_port = status_of(server, metrics_port)
+    assert on_metrics_port["requests"]["total"] >= found["requests"]["total"]
+    before = on_metrics_port["requests"]["total"]
+    # A worker killed (after it published) and replaced: nothing goes back.
+    time.sleep(1.2)  # one publishing period, so that the victim's last requests are in
+    victim = serving[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(r"worker \d+ started", 3)
+
+    def replaced() -> dict[str, Any] | None:
+        found = status_of(server, metrics_port)
+        pids = {w["pid"] for w in found["workers"]["serving"]}
+        return found if len(pids) == 2 and victim not in pids else None
+
+    after = until(replaced, what="the replacement in the status")
+    assert after["workers"]["restarts"]["exited"] == 1
+    assert after["requests"]["total"] >= before
+    text = prometheus_text(metrics_port)
+    assert 'aserve_worker_restarts_total{reason="exited"} 1' in text
+    assert "aserve_workers 2" in text
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+def prometheus_text(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
