@@ -3,7 +3,10 @@
 ``aserve`` alone serves the current directory (``--directory``) with
 `StaticFiles`, listing on; ``aserve module:attribute`` imports an application
 and serves it, whether it is an aserve App or handler, an ASGI app or a WSGI
-app (detected by `aserve.asgi.detect_interface`; ``--interface`` forces it).
+app (detected by `aserve.asgi.detect_interface`; ``--interface`` forces it),
+or an ``http.server`` handler class (`aserve.httpserver.is_handler_class`).
+``--cgi-dir`` puts CGI scripts beside either, ``--https-redirect`` and
+``--hsts`` an `HTTPSRedirectMiddleware` in front (`_add_extras`).
 
 Settings come from three places, the later winning: each `Config` field's
 default, an ``ASERVE_<FIELD>`` environment variable, and the option of the
@@ -257,7 +260,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         "target",
         nargs="?",
         metavar="TARGET",
-        help="module:attribute of an aserve App or handler, an ASGI app or a WSGI app",
+        help="module:attribute of an aserve App or handler, an ASGI app, a WSGI app "
+        "or an http.server handler class",
     )
     parser.add_argument("--version", action="version", version=f"aserve {__version__}")
 
@@ -281,7 +285,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         default=False,
         help="TARGET is a function that returns the application: call it",
     )
-    interfaces = ["auto", "native", "asgi", "wsgi"]
+    interfaces = ["auto", "native", "asgi", "wsgi", "httpserver"]
     app.add_argument(
         "--interface",
         default="auto",
@@ -300,7 +304,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         default=None,
         type=_threads,
         metavar="N",
-        help="worker threads for a WSGI app (default: 10)",
+        help="worker threads for a WSGI app or an http.server handler class (default: 10)",
     )
     env.update(
         directory=str,
@@ -430,6 +434,46 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         "(for file systems that send no change events)",
     )
     env.update(reload=_parse_bool, reload_poll=_parse_bool)
+
+    legacy = parser.add_argument_group("CGI scripts and HTTPS redirects")
+    legacy.add_argument(
+        "--cgi-dir",
+        metavar="[PREFIX=]DIR",
+        help="run the executable scripts of DIR as CGI/1.1 under /DIR's name "
+        "(or PREFIX: /scripts=DIR), with TARGET or the directory around them",
+    )
+    legacy.add_argument(
+        "--cgi-max-processes",
+        type=_threads,
+        metavar="N",
+        help="CGI scripts running at once, past it 503 (default: 16)",
+    )
+    legacy.add_argument(
+        "--cgi-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds a CGI script may go without writing, then it is killed: 504 (default: 30)",
+    )
+    legacy.add_argument(
+        "--https-redirect",
+        action="store_true",
+        default=False,
+        help="answer plain-HTTP requests with 308 to the https URL (the scheme a trusted "
+        "proxy announces with --proxy-headers)",
+    )
+    legacy.add_argument(
+        "--hsts",
+        metavar="SECONDS|VALUE",
+        help="Strict-Transport-Security on HTTPS answers: max-age seconds, or a whole "
+        "value ('max-age=63072000; includeSubDomains')",
+    )
+    env.update(
+        cgi_dir=str,
+        cgi_max_processes=_threads,
+        cgi_timeout=_seconds,
+        https_redirect=_parse_bool,
+        hsts=str,
+    )
 
     log_levels = ["critical", "error", "warning", "info", "debug"]
     groups["server"].add_argument(
@@ -602,12 +646,38 @@ def _threads(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def as_handler(
     obj: Any, interface: str = "auto", lifespan: str = "auto", threads: int | None = None
 ) -> tuple[Handler, str]:
     """`obj` as an aserve handler, and the interface it speaks."""
     from . import asgi
+    from .httpserver import HTTPServerHandler, is_handler_class
 
+    if is_handler_class(obj):  # asgi.detect_interface knows no classes of this kind
+        if interface not in ("auto", "httpserver"):
+            raise ConfigError(
+                f"--interface {interface}, but {_name_of(obj)} is {_KINDS['httpserver']}: "
+                "drop --interface (it is detected) or check TARGET"
+            )
+        served = (
+            HTTPServerHandler(obj) if threads is None else HTTPServerHandler(obj, threads=threads)
+        )
+        return typing.cast(Handler, served), "httpserver"
+    if interface == "httpserver":
+        raise ConfigError(
+            f"--interface httpserver, but {_name_of(obj)} is no http.server handler class "
+            "(a subclass of http.server.BaseHTTPRequestHandler)"
+        )
     if interface == "auto":
         kind: str = asgi.detect_interface(obj)
     else:
@@ -633,6 +703,7 @@ _KINDS = {
     "asgi2": "an ASGI 2 app",
     "asgi3": "an ASGI 3 app (scope, receive, send)",
     "wsgi": "a WSGI app (environ, start_response)",
+    "httpserver": "an http.server handler class",
 }
 
 
@@ -660,8 +731,11 @@ def _load_application(
     handler, kind = as_handler(obj, interface, lifespan, threads)
     if lifespan != "auto" and kind not in ("asgi2", "asgi3"):
         raise ConfigError(f"--lifespan is for ASGI apps; {target} is {_KINDS[kind]}")
-    if threads is not None and kind != "wsgi":
-        raise ConfigError(f"--threads is for WSGI apps; {target} is {_KINDS[kind]}")
+    if threads is not None and kind not in ("wsgi", "httpserver"):
+        raise ConfigError(
+            f"--threads is for WSGI apps and http.server handler classes; "
+            f"{target} is {_KINDS[kind]}"
+        )
     return handler, f"{target} ({kind})"
 
 
@@ -719,6 +793,48 @@ def _directory_handler(args: argparse.Namespace) -> tuple[Handler, str]:
         methods = ["GET", "HEAD"]
         handler = _Behind(CORSMiddleware(args.cors, allow_methods=methods), handler)
     return handler, what
+
+
+def _add_extras(args: argparse.Namespace, handler: Handler, what: str) -> tuple[Handler, str]:
+    """`handler` with the CGI scripts of --cgi-dir beside it and the HTTPS
+    redirect of --https-redirect / --hsts in front, in Apps (which start and
+    stop what they mount). ConfigError for a value that does not work."""
+    from .app import App
+    from .routing import Mount
+
+    if args.cgi_dir:
+        from .cgi import CGIHandler
+
+        prefix, _, folder = args.cgi_dir.rpartition("=")
+        if not prefix:
+            prefix = "/" + os.path.basename(os.path.realpath(folder))
+        prefix = prefix.rstrip("/")
+        if not prefix.startswith("/") or prefix == "/":
+            raise ConfigError(f"--cgi-dir {args.cgi_dir!r}: PREFIX must be a path such as /cgi-bin")
+        options: dict[str, Any] = {}
+        if args.cgi_max_processes is not None:
+            options["max_processes"] = args.cgi_max_processes
+        if args.cgi_timeout is not None:
+            options["timeout"] = args.cgi_timeout
+        scripts = CGIHandler(folder, **options)
+        handler = App(routes=[Mount(prefix, scripts), Mount("", handler)])
+        what += f" and CGI scripts of {scripts.directory} at {prefix}"
+    if args.https_redirect or args.hsts is not None:
+        from .middleware import HTTPSRedirectMiddleware
+
+        try:
+            redirect = HTTPSRedirectMiddleware(redirect=args.https_redirect, hsts=args.hsts)
+        except ValueError as exc:
+            raise ConfigError(f"--hsts: {exc}") from None
+        handler = App(middleware=[redirect], routes=[Mount("", handler)])
+    return handler, what
+
+
+def _with_extras(
+    args: argparse.Namespace, load: Callable[[], tuple[Handler, str]]
+) -> tuple[Handler, str]:
+    handler, what = load()
+    return _add_extras(args, handler, what)
 
 
 class _Behind:
@@ -827,9 +943,10 @@ def _supervise(args: argparse.Namespace, config: Config, reload: ReloadOptions |
             args.lifespan,
             args.threads,
         )
-        app = Application(load, args.target)
+        app = Application(functools.partial(_with_extras, args, load), args.target)
     else:
-        app = Application(functools.partial(_directory_handler, args), "the directory")
+        directory = functools.partial(_directory_handler, args)
+        app = Application(functools.partial(_with_extras, args, directory), "the directory")
 
     def started(description: str) -> None:
         print(f"aserve {__version__} serving {description} (press Ctrl+C to quit)", flush=True)
@@ -866,6 +983,10 @@ def _check_combinations(args: argparse.Namespace, given: set[str]) -> None:
     elif "interface" in given or "lifespan" in given or "threads" in given:
         option = next(o for o in ("interface", "lifespan", "threads") if o in given)
         raise ConfigError(f"--{option} is about TARGET, and there is no TARGET")
+    if not args.cgi_dir:
+        for dest in ("cgi_max_processes", "cgi_timeout"):
+            if dest in given:
+                raise ConfigError(f"--{dest.replace('_', '-')} is about --cgi-dir, not given")
     for listener in ("uds", "fd"):
         if getattr(args, listener) is None:
             continue
@@ -923,6 +1044,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             handler, what = _directory_handler(args)
+        handler, what = _add_extras(args, handler, what)
     except ConfigError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""Middleware shipped with aserve: CORS, gzip, request ids, HTTP Basic auth.
+"""Middleware shipped with aserve: CORS, gzip, request ids, HTTP Basic auth,
+HTTPS redirects with HSTS.
 
 Each one is an object called as ``await mw(request, call_next) -> Response``,
 added with ``app.middleware(...)``; options are checked when it is built, so a
@@ -20,6 +21,8 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
+from .datastructures import check_host
+from .errors import BadRequest
 from .request import Request
 from .response import FileSegment, PlainTextResponse, Response, StreamingResponse
 
@@ -29,6 +32,7 @@ __all__ = [
     "BasicAuthMiddleware",
     "CORSMiddleware",
     "GZipMiddleware",
+    "HTTPSRedirectMiddleware",
     "RequestIdMiddleware",
     "basic_auth_users",
 ]
@@ -368,3 +372,103 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if not sep:
         return None
     return username, password
+
+
+_HSTS_RE = re.compile(r"max-age=\d+(?:\s*;\s*(?:includeSubDomains|preload))*", re.IGNORECASE)
+
+
+def hsts_value(hsts: int | str) -> str:
+    """A ``Strict-Transport-Security`` value: seconds (``31536000``) become
+    ``max-age=31536000``; a whole value (``max-age=63072000; includeSubDomains;
+    preload``) is checked (RFC 6797 6.1). ValueError for anything else."""
+    if isinstance(hsts, bool):
+        raise ValueError(f"hsts must be seconds or a Strict-Transport-Security value, not {hsts!r}")
+    if isinstance(hsts, int):
+        if hsts < 0:
+            raise ValueError(f"the HSTS max-age cannot be negative, not {hsts}")
+        return f"max-age={hsts}"
+    text = hsts.strip()
+    if text.isdigit():
+        return f"max-age={text}"
+    if _HSTS_RE.fullmatch(text) is None:
+        raise ValueError(
+            f"invalid Strict-Transport-Security value {hsts!r}: "
+            "seconds, or 'max-age=N' with '; includeSubDomains' and '; preload'"
+        )
+    return text
+
+
+class HTTPSRedirectMiddleware:
+    """Send plain-HTTP requests to HTTPS, and tell browsers to stay there.
+
+    A request whose ``request.scheme`` is ``http`` gets ``308 Permanent
+    Redirect`` (method and body kept) to the same URL with ``https``: the
+    host of its ``Host`` header, without its port unless `https_port` says
+    which one (a port other than 443). Behind a proxy that terminates TLS,
+    turn on the server's ``proxy_headers``: the scheme is then the one the
+    trusted proxy announces, and only requests that reached it over plain
+    HTTP are redirected. Paths in `exclude` (exact, or a prefix ending in
+    ``/``, such as a health check) are served over HTTP as they are.
+
+    `hsts` (seconds, or a whole value such as ``"max-age=63072000;
+    includeSubDomains; preload"``) adds ``Strict-Transport-Security`` to every
+    HTTPS answer that has none (RFC 6797 7.2: never to plain HTTP ones).
+    With ``redirect=False`` the middleware only does that.
+    """
+
+    def __init__(
+        self,
+        *,
+        redirect: bool = True,
+        status: int = 308,
+        https_port: int | None = None,
+        exclude: Collection[str] = (),
+        hsts: int | str | None = None,
+    ) -> None:
+        if status not in (301, 302, 307, 308):
+            raise ValueError(f"a redirect status is 301, 302, 307 or 308, not {status}")
+        if https_port is not None and not 0 < https_port < 65536:
+            raise ValueError(f"https_port must be between 1 and 65535, not {https_port}")
+        if isinstance(exclude, str):
+            raise TypeError("exclude is a collection of paths, not one string")
+        self.redirect = redirect
+        self.status = status
+        self.port_suffix = "" if https_port in (None, 443) else f":{https_port}"
+        self.exact = frozenset(path for path in exclude if not path.endswith("/"))
+        self.prefixes = tuple(path for path in exclude if path.endswith("/"))
+        self.hsts = hsts_value(hsts) if hsts is not None else None
+
+    async def __call__(self, request: Request, call_next: CallNext) -> Response:
+        if request.scheme == "https":
+            response = await call_next(request)
+            if self.hsts is not None and "strict-transport-security" not in response.headers:
+                response.headers["strict-transport-security"] = self.hsts
+            return response
+        if not self.redirect or self._excluded(request.path):
+            return await call_next(request)
+        return self._redirect(request)
+
+    def _excluded(self, path: str) -> bool:
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
+
+    def _redirect(self, request: Request) -> Response:
+        host = request.headers.get("host", "")
+        try:
+            check_host(host)
+        except BadRequest:
+            host = ""
+        if not host:
+            return PlainTextResponse("A Host header is needed to redirect to HTTPS\n", status=400)
+        if host.startswith("["):  # an IPv6 literal
+            host = host[: host.find("]") + 1]
+        else:
+            host = host.partition(":")[0]
+        url = request.url  # the target as sent, a prefix a proxy stripped put back
+        target = url.components._replace(scheme="", netloc="").geturl() or "/"
+        location = f"https://{host}{self.port_suffix}{target}"
+        return Response(
+            f"Redirecting to {location}\n",
+            status=self.status,
+            headers={"location": location},
+            media_type="text/plain",
+        )
