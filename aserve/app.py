@@ -49,6 +49,7 @@ from .asgi import detect_interface
 from .datastructures import State
 from .errors import ClientDisconnected, ConfigError, HTTPException
 from .forms import FormData, UploadFile
+from .httpserver import is_handler_class
 from .request import Request
 from .response import PlainTextResponse, Response, StreamingResponse
 from .routing import FOUND, MOUNTED, NOT_ALLOWED, Mount, NoMatchFound, Route, Router
@@ -183,8 +184,8 @@ class App:
         mount. This app's error handlers also answer the mounted handler's own
         plain error answers (see `exception_handler`).
 
-        A bare ASGI or WSGI app is refused with a `TypeError` saying which
-        wrapper it needs.
+        A bare ASGI or WSGI app, or a bare ``http.server`` handler class, is
+        refused with a `TypeError` saying which wrapper it needs.
         """
         self.router.mount(Mount(prefix, as_async_handler(handler), name=name))
 
@@ -565,11 +566,16 @@ def as_async_handler(handler: Any) -> Callable[[Request], Awaitable[Response]]:
     An async handler comes back unchanged. A plain ``def handler(request)``
     comes back as a `ThreadedHandler`. What could never answer a request is
     refused with a one-line `TypeError` that says what to write instead: a
-    bare ASGI or WSGI app (by the rules of `aserve.asgi.detect_interface`), a
+    bare ASGI or WSGI app (by the rules of `aserve.asgi.detect_interface`), an
+    ``http.server`` handler class (or a ``functools.partial`` of one), another
     class, a callable that cannot take one argument.
     """
     if not callable(handler):
         raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
+    # Checked first: detection knows no such classes, and a partial of one takes
+    # ``*args`` so would pass for a plain handler and only fail per request.
+    if is_handler_class(handler):
+        raise TypeError(_handler_class_advice(handler))
     given: Callable[[Request], Awaitable[Response]] = handler
     try:
         kind = detect_interface(handler)
@@ -594,6 +600,18 @@ def as_async_handler(handler: Any) -> Callable[[Request], Awaitable[Response]]:
         )
     raise TypeError(
         f"{name} is an ASGI app, not an aserve handler: give aserve.asgi.ASGIHandler(app) instead"
+    )
+
+
+def _handler_class_advice(handler: Any) -> str:
+    cls = handler
+    while isinstance(cls, functools.partial):
+        cls = cls.func
+    name = cls.__qualname__
+    shown = f"functools.partial({name}, ...)" if cls is not handler else name
+    return (
+        f"{shown} is an http.server handler class, not an aserve handler: "
+        f"give aserve.httpserver.HTTPServerHandler({shown}) instead"
     )
 
 

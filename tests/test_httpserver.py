@@ -540,3 +540,23 @@ def test_forcing_the_wrong_interface_is_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aserve: error: ")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("bare", "advice"),
+    [
+        (JSONApi, "give aserve.httpserver.HTTPServerHandler(JSONApi) instead"),
+        (
+            functools.partial(http.server.SimpleHTTPRequestHandler, directory="."),
+            "give aserve.httpserver.HTTPServerHandler("
+            "functools.partial(SimpleHTTPRequestHandler, ...)) instead",
+        ),
+    ],
+)
+def test_mounting_a_bare_handler_class_says_to_wrap_it(bare: Any, advice: str) -> None:
+    app = aserve.App()
+    with pytest.raises(TypeError, match="is an http.server handler class") as caught:
+        app.mount("/legacy", bare)
+    assert str(caught.value).endswith(advice)
+    assert "\n" not in str(caught.value)
+    app.mount("/legacy", HTTPServerHandler(bare))  # what the message says works
