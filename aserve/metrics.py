@@ -559,7 +559,7 @@ class MetricsEndpoint:
     """The application, with the metrics and status paths answered first.
     With `handler` None (the metrics listener) anything else is a 404."""
 
-    __slots__ = ("handler", "metrics_path", "status_path", "monitor")
+    __slots__ = ("handler", "metrics_path", "status_path", "monitor", "_paths")
 
     def __init__(
         self,
@@ -572,8 +572,22 @@ class MetricsEndpoint:
         self.monitor = monitor
         self.metrics_path = metrics_path.encode("ascii") if metrics_path else None
         self.status_path = status_path.encode("ascii") if status_path else None
+        self._paths = frozenset(p for p in (self.metrics_path, self.status_path) if p)
 
-    async def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Awaitable[Response]:
+        # A plain function that hands back the application's own coroutine:
+        # no coroutine frame of ours on every request.
+        target = request._target
+        ours = self._paths
+        if (
+            self.handler is None
+            or target in ours
+            or (b"?" in target and target.partition(b"?")[0] in ours)
+        ):
+            return self._answer(request)
+        return self.handler(request)
+
+    async def _answer(self, request: Request) -> Response:
         path = request.raw_path
         if path == self.metrics_path or path == self.status_path:
             if request.method not in ("GET", "HEAD"):
