@@ -58,7 +58,10 @@ class Channel(Protocol):
     async def send_file(self, fd: int, offset: int, count: int) -> None: ...
     def must_close(self) -> bool: ...
     def base_headers(self) -> HeaderTriples: ...
-    def exchange_finished(self, clean: bool) -> None: ...
+    def exchange_finished(self, clean: bool) -> Exchange | None:
+        """This exchange is over; the next one to run in the same task (a
+        request the client pipelined, already in), or None."""
+        ...
 
 
 class _Detached:
@@ -84,8 +87,8 @@ class _Detached:
     def base_headers(self) -> HeaderTriples:
         return []
 
-    def exchange_finished(self, clean: bool) -> None:
-        pass
+    def exchange_finished(self, clean: bool) -> Exchange | None:
+        return None
 
 
 DETACHED: Final = _Detached()
@@ -205,52 +208,61 @@ class Exchange:
     async def run(self) -> None:
         # One coroutine frame for the common case: the handler's call and a
         # response in hand are handled inline; only streaming awaits more.
-        clean = False
-        try:
+        # Requests the client pipelined, already read, run on in this frame
+        # and this task, one after the other (the connection hands each one
+        # over as the last finishes): no task and no loop turn each.
+        exchange: Exchange | None = self
+        while exchange is not None:
+            clean = False
             try:
-                response: Response | None = await self._handler(self.request)
-                if not isinstance(response, Response):
-                    response = self._internal_error(
-                        TypeError(f"handler returned {type(response).__name__}, not a Response")
+                try:
+                    response: Response | None = await exchange._handler(exchange.request)
+                    if not isinstance(response, Response):
+                        response = exchange._internal_error(
+                            TypeError(f"handler returned {type(response).__name__}, not a Response")
+                        )
+                except HTTPException as exc:
+                    if isinstance(exc, BodyTooLarge | BadRequestBody):
+                        exchange.close_after = True
+                    response = _error_response(exc.status, exc.detail, exc.headers)
+                except ClientDisconnected:
+                    response = None
+                except Exception as exc:
+                    response = (
+                        None if exchange._channel.disconnected else exchange._internal_error(exc)
                     )
-            except HTTPException as exc:
-                if isinstance(exc, BodyTooLarge | BadRequestBody):
-                    self.close_after = True
-                response = _error_response(exc.status, exc.detail, exc.headers)
+                if response is not None:
+                    if response.streaming:
+                        clean = await exchange._send_stream(response)
+                    elif len(response.body) > LARGE_BODY and not exchange._conn.is_head:
+                        clean = await exchange._send_large(response)
+                    else:
+                        clean = exchange._send_full(response)
+                        if exchange._channel.write_paused:
+                            # The socket is behind: finish only once it took
+                            # this response, so a client that pipelines
+                            # requests and never reads cannot make us buffer
+                            # one answer after another (send_timeout bounds
+                            # the wait).
+                            await exchange._channel.drain()
+            except asyncio.CancelledError:
+                # Shutdown past its grace period, or a timeout (which said so).
+                clean = False
+                if exchange.outcome == "ok" and not exchange._channel.disconnected:
+                    exchange.outcome = "cancelled"
             except ClientDisconnected:
-                response = None
+                clean = False  # the client left
             except Exception as exc:
-                response = None if self._channel.disconnected else self._internal_error(exc)
-            if response is not None:
-                if response.streaming:
-                    clean = await self._send_stream(response)
-                elif len(response.body) > LARGE_BODY and not self._conn.is_head:
-                    clean = await self._send_large(response)
-                else:
-                    clean = self._send_full(response)
-                    if self._channel.write_paused:
-                        # The socket is behind: finish only once it took this
-                        # response, so a client that pipelines requests and
-                        # never reads cannot make us buffer one answer after
-                        # another (send_timeout bounds the wait).
-                        await self._channel.drain()
-        except asyncio.CancelledError:
-            # Shutdown past its grace period, or a timeout (which said so).
-            clean = False
-            if self.outcome == "ok" and not self._channel.disconnected:
-                self.outcome = "cancelled"
-        except ClientDisconnected:
-            clean = False  # the client left
-        except Exception as exc:
-            clean = False
-            if not self._channel.disconnected:
-                error_log.error("sending the response failed", exc_info=exc)
-        finally:
-            self.release()
-            self._channel.exchange_finished(clean)
-            observer = self._settings.observer
-            if observer is not None:
-                self._observe(observer, clean)
+                clean = False
+                if not exchange._channel.disconnected:
+                    error_log.error("sending the response failed", exc_info=exc)
+            finally:
+                exchange.release()
+                following = exchange._channel.exchange_finished(clean)
+                observer = exchange._settings.observer
+                if observer is not None:
+                    exchange._observe(observer, clean)
+            exchange = following
 
     def _observe(self, observer: Observer, clean: bool) -> None:
         meter = self._meter

@@ -37,6 +37,16 @@ exchange (`Exchange.detach`): whatever the handler still does goes nowhere.
 Reading pauses for two reasons, kept as bits so that one never undoes the
 other: the request body stream is above its high-water mark, or a client has
 pipelined more than `PIPELINE_LIMIT` bytes past the request being served.
+
+Pipelining: requests a client sent ahead are answered in order, back to back.
+When an exchange finishes and the next request is already in, its exchange
+runs on in the same task (`exchange_finished` hands it over), so a handler
+that does not suspend costs no task and no loop turn. While more requests are
+buffered, responses are *corked*: gathered and written in one
+`transport.write` at the end of the batch, or sooner when a handler suspends
+(a `call_soon` flush), when `CORK_LIMIT` bytes are gathered, before any wait
+for the socket and before a close. So a deep pipeline costs one write per
+batch, never unbounded memory.
 """
 
 from __future__ import annotations
@@ -73,6 +83,8 @@ LINGER_S = 2.0
 #: is given to send it.
 FRESH_AT_SHUTDOWN_S = 1.0
 PIPELINE_LIMIT = 64 * 1024
+#: Most bytes of pipelined responses gathered before they are written.
+CORK_LIMIT = 64 * 1024
 DRAIN_LIMIT = 256 * 1024
 
 _PAUSE_BODY = 1
@@ -123,6 +135,10 @@ class HTTPProtocol(asyncio.Protocol):
         "_disconnect_callbacks",
         "_server_address",
         "_fresh",
+        "_cork",
+        "_cork_size",
+        "_chaining",
+        "_chained",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -158,6 +174,12 @@ class HTTPProtocol(asyncio.Protocol):
         self._server_address: tuple[str, int] | None | bool = False
         #: No request has started on this connection yet.
         self._fresh = True
+        #: Pipelined responses gathered for one write (see the module docstring).
+        self._cork: list[Any] | None = None
+        self._cork_size = 0
+        #: An exchange is finishing: the next one runs on in its task.
+        self._chaining = False
+        self._chained: Exchange | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -259,9 +281,13 @@ class HTTPProtocol(asyncio.Protocol):
                 phase = self._phase
                 if phase == BUSY and self._body is None:
                     # The request is in and its exchange runs. Bytes after it are
-                    # the next request, pipelined: they wait until we answered.
+                    # the next request, pipelined: they wait until we answered,
+                    # and the answers go out together.
                     if conn.buffered:
                         self._pending = True
+                        if self._cork is None:
+                            self._cork = []
+                            self._loop.call_soon(self._uncork)
                     return
                 if phase == CLOSING:
                     return
@@ -345,6 +371,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._exchange = exchange
         if state.observer is not None:
             exchange.measure(self)  # type: ignore[arg-type]  # a MeteredHTTPProtocol
+        if self._chaining:
+            self._chained = exchange  # runs on in the task of the one finishing
+            return
         if _EAGER_TASKS:
             exchange.task = asyncio.Task(  # type: ignore[call-arg]
                 exchange.run(), loop=self._loop, eager_start=True
@@ -513,9 +542,28 @@ class HTTPProtocol(asyncio.Protocol):
 
     def write(self, data: Any) -> None:
         if data and not self._lost and self._transport is not None:
-            self._transport.write(data)
+            cork = self._cork
+            if cork is None:
+                self._transport.write(data)
+            else:
+                cork.append(data)
+                self._cork_size += len(data)
+                if self._cork_size > CORK_LIMIT:
+                    self._uncork()
+
+    def _uncork(self) -> None:
+        """Write the gathered pipelined responses, in one write."""
+        cork = self._cork
+        if cork is None:
+            return
+        self._cork = None
+        self._cork_size = 0
+        if cork and not self._lost and self._transport is not None:
+            self._transport.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     async def drain(self) -> None:
+        if self._cork is not None:
+            self._uncork()
         gate = self._gate
         if gate is not None:
             await gate.wait()
@@ -586,16 +634,26 @@ class HTTPProtocol(asyncio.Protocol):
             return conn.content_length - body.received > DRAIN_LIMIT
         return False
 
-    def exchange_finished(self, clean: bool) -> None:
+    def exchange_finished(self, clean: bool) -> Exchange | None:
+        finished = self._exchange
         self._exchange = None
         self._body_deadline = self._handler_left = None
         if self._lost:
-            return
+            return None
         conn = self._conn
         if not clean or self._state.shutting_down:
             self._close(linger=not conn.request_complete)
         elif conn.keep_alive:
-            self._next_request()
+            self._chaining = True
+            try:
+                self._next_request()
+            finally:
+                self._chaining = False
+            chained = self._chained
+            if chained is not None:
+                self._chained = None
+                chained.task = finished.task if finished is not None else None
+                return chained
         elif conn.response_done and conn.receiving_body and self._body is not None:
             # Answered before the body was read: drop the rest of it as it comes,
             # then serve the next request (must_close() already ruled out bodies
@@ -607,6 +665,9 @@ class HTTPProtocol(asyncio.Protocol):
             self._arm(self._state.config.body_timeout)
         else:
             self._close(linger=not conn.request_complete)
+        if self._cork is not None:
+            self._uncork()  # the end of a batch of pipelined answers
+        return None
 
     def _next_request(self) -> None:
         if self._state.shutting_down:
@@ -778,6 +839,8 @@ class HTTPProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._lost or self._phase == CLOSING:
             return
+        if self._cork is not None:
+            self._uncork()
         self._phase = CLOSING
         if self._body is not None:
             self._body.fail(ClientDisconnected("connection closing"))
@@ -874,7 +937,14 @@ class MeteredHTTPProtocol(HTTPProtocol):
     def write(self, data: Any) -> None:
         if data and not self._lost and self._transport is not None:
             self.sent += len(data)
-            self._transport.write(data)
+            cork = self._cork
+            if cork is None:
+                self._transport.write(data)
+            else:
+                cork.append(data)
+                self._cork_size += len(data)
+                if self._cork_size > CORK_LIMIT:
+                    self._uncork()
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         await super().send_file(fd, offset, count)
