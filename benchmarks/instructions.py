@@ -115,7 +115,9 @@ def make_protocol(variant: str, loop: asyncio.AbstractEventLoop) -> asyncio.Prot
             )
             await send({"type": "http.response.body", "body": b"Hello, World!"})
 
-        handler = aserve.ASGIHandler(app)
+        from aserve.asgi import ASGIHandler
+
+        handler = ASGIHandler(app)
     if variant == "accesslog":
         options["access_log"] = True
         logging.getLogger("aserve.access").addHandler(logging.NullHandler())
