@@ -69,7 +69,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from .errors import ConfigError, HTTPException
-from .headers import HEADER_NAME_RE, encode_header
+from .headers import HEADER_NAME_RE, REFRAMED_FIELDS, encode_header
 from .request import Request
 from .response import Response, StreamingResponse
 
@@ -94,21 +94,6 @@ DEFAULT_TIMEOUT: Final = 30.0
 _READ_SIZE: Final = 64 * 1024
 _DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 
-# Fields about one hop, which the server's own framing replaces, and the ones
-# the server sends itself.
-_DROPPED: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"server",
-        b"date",
-    }
-)
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 # Request fields that never become HTTP_* variables: the body's own (they are
 # CONTENT_*, or the body is gone by then) and Proxy, which a script's HTTP
@@ -363,7 +348,7 @@ class CGIResponseParser:
             if not value.isdigit():
                 raise CGIError(f"malformed Content-Length {value[:100]!r}")
             self.content_length = int(value)
-        if lower in _DROPPED:
+        if lower in REFRAMED_FIELDS:
             return
         self.fields.append(self._check(lower, value))
 

@@ -13,6 +13,23 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 
 RawHeaders = list[tuple[bytes, bytes]]
+
+#: What an answer made by other code (a CGI script, an http.server handler
+#: class) must not pass on as it is: the fields about one hop, which aserve's
+#: own framing replaces, and the ones the server sends itself.
+REFRAMED_FIELDS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"server",
+        b"date",
+    }
+)
 HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 # RFC 9110 5.1 token characters for a name; a value must not carry CR, LF or NUL

@@ -74,6 +74,7 @@ from typing import Any, Final
 import h11
 
 from .errors import ClientDisconnected, ConfigError, HTTPException
+from .headers import REFRAMED_FIELDS
 from .request import Request
 from .response import Response, StreamingResponse
 
@@ -87,21 +88,6 @@ OUTPUT_HIGH_WATER: Final = 256 * 1024
 #: The largest response head a class may write.
 MAX_RESPONSE_HEAD: Final = 64 * 1024
 
-# Fields about one hop, which aserve's own framing replaces, and the ones the
-# server sends itself.
-_DROPPED: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"server",
-        b"date",
-    }
-)
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _EMPTY: Final = b""
 
@@ -554,7 +540,7 @@ class HTTPServerHandler:
         answer = exchange.head
         assert answer is not None
         status = answer.status_code
-        raw = [(bytes(n), bytes(v)) for n, v in answer.headers if bytes(n) not in _DROPPED]
+        raw = [(bytes(n), bytes(v)) for n, v in answer.headers if bytes(n) not in REFRAMED_FIELDS]
         if kind == "full":
             if (
                 status >= 200

@@ -542,14 +542,18 @@ class HTTPProtocol(asyncio.Protocol):
 
     def write(self, data: Any) -> None:
         if data and not self._lost and self._transport is not None:
-            cork = self._cork
-            if cork is None:
+            if self._cork is None:
                 self._transport.write(data)
             else:
-                cork.append(data)
-                self._cork_size += len(data)
-                if self._cork_size > CORK_LIMIT:
-                    self._uncork()
+                self._gather(data)
+
+    def _gather(self, data: Any) -> None:
+        """Keep `data` for the write at the end of a pipelined batch."""
+        assert self._cork is not None
+        self._cork.append(data)
+        self._cork_size += len(data)
+        if self._cork_size > CORK_LIMIT:
+            self._uncork()
 
     def _uncork(self) -> None:
         """Write the gathered pipelined responses, in one write."""
@@ -937,14 +941,10 @@ class MeteredHTTPProtocol(HTTPProtocol):
     def write(self, data: Any) -> None:
         if data and not self._lost and self._transport is not None:
             self.sent += len(data)
-            cork = self._cork
-            if cork is None:
+            if self._cork is None:
                 self._transport.write(data)
             else:
-                cork.append(data)
-                self._cork_size += len(data)
-                if self._cork_size > CORK_LIMIT:
-                    self._uncork()
+                self._gather(data)
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         await super().send_file(fd, offset, count)
