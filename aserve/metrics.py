@@ -128,7 +128,8 @@ _ITEM = 8  # bytes of an int64
 _SEQ = 0
 _RESTARTS = 1
 _WORKERS = _RESTARTS + len(RESTART_REASONS)
-_HEADER = _WORKERS + 1
+_USED = _WORKERS + 1  # slots ever handed out: a read copies no further
+_HEADER = _USED + 1
 
 
 class Counts:
@@ -183,8 +184,14 @@ class Board:
     # -- the supervisor's side ------------------------------------------------
 
     def take(self) -> int | None:
-        """A free slot for a new process, or None when all are taken."""
-        return self._free.pop() if self._free else None
+        """A free slot for a new process, or None when all are taken. Freed
+        slots are handed out again first, so reads stay short."""
+        if not self._free:
+            return None
+        index = self._free.pop()
+        if index >= self.view[_USED]:
+            self.view[_USED] = index + 1
+        return index
 
     def release(self, index: int) -> None:
         """The process in `index` is gone: fold its counters into the retired
@@ -213,14 +220,18 @@ class Board:
     def read(self, now: float | None = None) -> Snapshot:
         """Everything summed; retried while the supervisor is folding a slot."""
         view = self.view
+        now = time.time() if now is None else now
         for _ in range(100):
             seq = view[_SEQ]
             if seq % 2 == 0:
-                words = array("q", view)
+                # Only the slots ever used: the pages past them are never touched.
+                used = min(view[_USED], self.slots)
+                words = array("q", view[: self._base(used)])
                 if view[_SEQ] == seq:
-                    return _summarize(words, self.slots, time.time() if now is None else now)
+                    return _summarize(words, used, now)
             time.sleep(0.0005)
-        return _summarize(array("q", view), self.slots, time.time() if now is None else now)
+        used = min(view[_USED], self.slots)
+        return _summarize(array("q", view[: self._base(used)]), used, now)
 
     def close(self) -> None:
         self.view.release()
@@ -532,7 +543,8 @@ class Monitor:
     def __init__(self, share: Share | None = None) -> None:
         self.counts = Counts()
         if share is None:
-            share = Share(Board(1), 0)
+            board = Board(1)
+            share = Share(board, board.take())
             self.own_board = True
         else:
             self.own_board = False

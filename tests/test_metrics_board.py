@@ -75,6 +75,12 @@ class State:
     connections: list[Conn] = field(default_factory=list)
 
 
+def slot_of(board: Board) -> int:
+    index = board.take()
+    assert index is not None
+    return index
+
+
 def served(counts: Counts, state: State, n: int, **done: Any) -> None:
     for _ in range(n):
         counts.exchange_done(Done(**done))
@@ -132,7 +138,7 @@ def test_the_prometheus_text_reads_back_with_exact_default_buckets() -> None:
         for duration in (0.001, 0.004, 0.005, 0.0051, 0.2, 0.25, 3.0, 11.0, 100.0):
             served(counts, state, 1, duration=duration)
         served(counts, state, 1, request=Req(b"BREW"), outcome="client-gone", status=0)
-        Publisher(counts, board, 0).publish(state, T0)  # type: ignore[arg-type]
+        Publisher(counts, board, slot_of(board)).publish(state, T0)  # type: ignore[arg-type]
         text = render(board.read(T0))
     finally:
         board.close()
@@ -157,7 +163,7 @@ def test_requests_per_second_over_the_last_minute() -> None:
     board = Board(2)
     try:
         counts, state = Counts(), State()
-        publisher = Publisher(counts, board, 0)
+        publisher = Publisher(counts, board, slot_of(board))
         for second in range(90):
             served(counts, state, second // 2)
             publisher.publish(state, T0 + second + 0.5)  # type: ignore[arg-type]  # a scrape
@@ -175,7 +181,7 @@ def test_the_last_minutes_latency_leaves_older_requests_out() -> None:
     board = Board(1)
     try:
         counts, state = Counts(), State()
-        publisher = Publisher(counts, board, 0)
+        publisher = Publisher(counts, board, slot_of(board))
         # A slow first minute, then a fast one.
         for second in range(130):
             duration = 2.0 if second < 60 else 0.001
@@ -237,5 +243,22 @@ def test_the_board_is_shared_with_a_forked_process() -> None:
         assert board.read(T0).requests == 42
         board.release(index)
         assert board.read(T0).requests == 42
+    finally:
+        board.close()
+
+
+def test_slots_are_handed_out_compactly_and_reads_stop_at_the_last_used() -> None:
+    board = Board(256)
+    try:
+        taken = [slot_of(board) for _ in range(3)]
+        assert taken == [0, 1, 2]
+        board.release(1)
+        assert slot_of(board) == 1  # a freed slot first: reads stay short
+        counts, state = Counts(), State()
+        served(counts, state, 5)
+        Publisher(counts, board, 2).publish(state, T0)  # type: ignore[arg-type]
+        snap = board.read(T0)
+        assert snap.requests == 5 and len(snap.workers) == 1
+        assert board.view[0] % 2 == 0  # no fold left half done
     finally:
         board.close()
