@@ -32,6 +32,7 @@ from .response import (
 from .routing import Mount, NoMatchFound, Route
 from .server import Server, run
 from .static import FileResponse, StaticFiles
+from .websocket import WebSocket, WebSocketDisconnect, WebSocketRoute, WebSocketState
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,10 @@ __all__ = [
     "StaticFiles",
     "StreamingResponse",
     "UploadFile",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "WebSocketRoute",
+    "WebSocketState",
     "__version__",
     "run",
 ]

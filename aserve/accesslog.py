@@ -17,6 +17,14 @@ and `duration_ms` runs from the request head to the last byte written. The
 engine calls `AccessLog.exchange_done` only when access logging is on (the
 observer hook of docs/observability.md); the line is made only when the
 logger is enabled for INFO.
+
+A WebSocket session is one line of its own when it ends (`websocket_done`):
+status 101, `bytes` all it wrote (the 101 included), `duration_ms` the whole
+session, then its messages and bytes each way and its close code --
+`` websocket in=3/1200 out=3/1200 close=1000`` at the end of a ``combined``
+line, a ``websocket`` object in ``json``, ``{ws_messages_in}``,
+``{ws_bytes_in}``, ``{ws_messages_out}``, ``{ws_bytes_out}`` and
+``{ws_close_code}`` in a template ("-" on the lines of HTTP exchanges).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class Finished(Protocol):
-    """What the access log reads of a finished exchange."""
+    """What the access log reads of a finished exchange (or WebSocket session)."""
 
     request: Request
     status: int
@@ -47,6 +55,16 @@ class Finished(Protocol):
     def bytes_sent(self) -> int: ...
     @property
     def duration(self) -> float: ...
+
+
+class FinishedSession(Finished, Protocol):
+    """What it reads of a WebSocket session that ended (aserve/wsprotocol.py)."""
+
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    close_code: int | None
 
 
 def _clf_time(now: float) -> str:
@@ -127,7 +145,45 @@ def _combined(done: Finished) -> str:
     return line
 
 
+def _ws_fields(done: FinishedSession) -> dict[str, Any]:
+    return {
+        "ws_messages_in": done.messages_in,
+        "ws_bytes_in": done.bytes_in,
+        "ws_messages_out": done.messages_out,
+        "ws_bytes_out": done.bytes_out,
+        "ws_close_code": done.close_code if done.close_code is not None else "-",
+    }
+
+
+_NO_WS_FIELDS = dict.fromkeys(
+    ("ws_messages_in", "ws_bytes_in", "ws_messages_out", "ws_bytes_out", "ws_close_code"), "-"
+)
+
+
+def _combined_ws(done: FinishedSession) -> str:
+    return (
+        f"{_combined(done)} websocket in={done.messages_in}/{done.bytes_in} "
+        f"out={done.messages_out}/{done.bytes_out} close={done.close_code}"
+    )
+
+
+def _json_ws(done: FinishedSession) -> str:
+    record = _json_record(done)
+    record["websocket"] = {
+        "messages_in": done.messages_in,
+        "bytes_in": done.bytes_in,
+        "messages_out": done.messages_out,
+        "bytes_out": done.bytes_out,
+        "close_code": done.close_code,
+    }
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
 def _json(done: Finished) -> str:
+    return json.dumps(_json_record(done), ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_record(done: Finished) -> dict[str, Any]:
     f = _fields(done)
     record = {
         "time": f["iso_time"],
@@ -145,7 +201,7 @@ def _json(done: Finished) -> str:
     }
     if f["request_id"] != "-":
         record["request_id"] = f["request_id"]
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return record
 
 
 #: The names a template may use.
@@ -166,6 +222,7 @@ FIELD_NAMES = (
     "referer",
     "request_id",
     "outcome",
+    *_NO_WS_FIELDS,
 )
 
 
@@ -191,7 +248,21 @@ def compile_format(spec: str) -> Callable[[Finished], str]:
         )
 
     def template(done: Finished) -> str:
-        return spec.format_map(_fields(done))
+        return spec.format_map({**_fields(done), **_NO_WS_FIELDS})
+
+    return template
+
+
+def compile_websocket_format(spec: str) -> Callable[[FinishedSession], str]:
+    """The line maker of WebSocket sessions for the same spec."""
+    compile_format(spec)  # checked there
+    if spec == "combined":
+        return _combined_ws
+    if spec == "json":
+        return _json_ws
+
+    def template(done: FinishedSession) -> str:
+        return spec.format_map({**_fields(done), **_ws_fields(done)})
 
     return template
 
@@ -199,10 +270,11 @@ def compile_format(spec: str) -> Callable[[Finished], str]:
 class AccessLog:
     """The observer that writes one line per finished exchange."""
 
-    __slots__ = ("make_line",)
+    __slots__ = ("make_line", "make_websocket_line")
 
     def __init__(self, spec: str = "combined") -> None:
         self.make_line = compile_format(spec)
+        self.make_websocket_line = compile_websocket_format(spec)
 
     def exchange_done(self, done: Finished) -> None:
         if access_log.isEnabledFor(logging.INFO):
@@ -210,5 +282,19 @@ class AccessLog:
             # frame and file for every line (a third of the cost).
             record = access_log.makeRecord(
                 access_log.name, logging.INFO, __file__, 0, self.make_line(done), (), None
+            )
+            access_log.handle(record)
+
+    def websocket_done(self, done: FinishedSession) -> None:
+        """One line for a WebSocket session that ended."""
+        if access_log.isEnabledFor(logging.INFO):
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
+                self.make_websocket_line(done),
+                (),
+                None,
             )
             access_log.handle(record)

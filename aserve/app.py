@@ -54,6 +54,7 @@ from .request import Request
 from .response import PlainTextResponse, Response, StreamingResponse
 from .routing import FOUND, MOUNTED, NOT_ALLOWED, Mount, NoMatchFound, Route, Router
 from .static import StaticFiles
+from .websocket import WebSocket, WebSocketRoute
 
 __all__ = [
     "App",
@@ -170,6 +171,30 @@ class App:
 
     def delete(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
         return self.route(path, ["DELETE"], name=name)
+
+    def websocket(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Decorator: serve WebSockets on `path` with ``async def h(websocket)``
+        (an `aserve.WebSocket`; see aserve/websocket.py).
+
+        A plain GET to the path gets 426 unless an HTTP route serves it too
+        (``@app.get`` on the same path answers everything but the upgrades).
+        """
+
+        def decorate(handler: F) -> F:
+            self.add_websocket_route(path, handler, name=name)
+            return handler
+
+        return decorate
+
+    def add_websocket_route(
+        self, path: str, handler: Callable[[WebSocket], Any], *, name: str | None = None
+    ) -> Route:
+        """Serve WebSockets on `path` with `handler`; see `websocket`."""
+        if not is_async_callable(handler):
+            raise TypeError(f"a WebSocket handler must be an async def, not {handler!r}")
+        route = WebSocketRoute(path, handler, name=name)
+        self.router.add(route)
+        return route
 
     def mount(self, prefix: str, handler: Any, *, name: str | None = None) -> None:
         """Serve every path under `prefix` with `handler`: an App, StaticFiles,

@@ -128,6 +128,7 @@ from .errors import ClientDisconnected, ConfigError, HTTPException
 from .headers import HEADER_NAME_RE
 from .request import Request
 from .response import FileSegment, Response, StreamingResponse
+from .websocket import websocket_acceptor
 
 __all__ = ["ASGIHandler", "detect_interface", "wrap"]
 
@@ -623,6 +624,17 @@ class ASGIHandler:
     # -- HTTP -------------------------------------------------------------
 
     async def __call__(self, request: Request) -> Response:
+        for name, _ in request._raw_headers:
+            # A scan of the names, cheaper than asking the connection (about
+            # 1,800 instructions for five headers against 2,900; 0.35% of a
+            # request through this adapter): most requests have no Upgrade.
+            if name == b"upgrade":
+                acceptor = websocket_acceptor(request)
+                if acceptor is not None:  # a WebSocket, and the connection can switch
+                    from .asgi_websocket import serve_websocket
+
+                    return await serve_websocket(self, request, acceptor)
+                break
         loop = asyncio.get_running_loop()
         run = _Run(request, loop)
         if request.root_path or self.root_path:

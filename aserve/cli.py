@@ -118,6 +118,17 @@ _HELP = {
     "proxy_protocol": "read a PROXY protocol v1/v2 header on every connection, "
     "from --forwarded-allow-ips only (default: off)",
     "root_path": "path prefix the proxy serves the app under, e.g. /api (default: none)",
+    "ws": "WebSockets: auto (when wsproto is installed), wsproto (required), or none "
+    "(upgrade requests are answered as plain HTTP) (default: %(default)s)",
+    "ws_max_size": "largest WebSocket message in bytes; larger closes with 1009 "
+    "(default: %(default)s)",
+    "ws_max_queue": "unread WebSocket messages held before reading pauses (default: %(default)s)",
+    "ws_ping_interval": "seconds of WebSocket silence before a ping, 'none' for never "
+    "(default: %(default)s)",
+    "ws_ping_timeout": "seconds a ping may go unanswered before a close (1011), 'none' for "
+    "no limit (default: %(default)s)",
+    "ws_per_message_deflate": "WebSocket compression (permessage-deflate) for clients that "
+    "ask (default: on)",
     "workers": "worker processes (default: %(default)s)",
     "reuse_port": "a SO_REUSEPORT socket per worker (default: off)",
     "max_requests": "recycle a worker after N requests, 'none' for never (default: %(default)s)",
@@ -161,6 +172,12 @@ _GROUPS = {
     "forwarded_allow_ips": "proxy",
     "proxy_protocol": "proxy",
     "root_path": "proxy",
+    "ws": "websockets",
+    "ws_max_size": "websockets",
+    "ws_max_queue": "websockets",
+    "ws_ping_interval": "websockets",
+    "ws_ping_timeout": "websockets",
+    "ws_per_message_deflate": "websockets",
     "workers": "workers",
     "reuse_port": "workers",
     "max_requests": "workers",
@@ -394,6 +411,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Converter]]:
         "server": parser.add_argument_group("server"),
         "https": parser.add_argument_group("HTTPS"),
         "proxy": parser.add_argument_group("behind a proxy"),
+        "websockets": parser.add_argument_group("WebSockets"),
         "workers": parser.add_argument_group("worker processes"),
     }
     reload = parser.add_argument_group("reload (development)")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 LoopName = Literal["auto", "uvloop", "asyncio"]
+WSName = Literal["auto", "wsproto", "none"]
 CertReqs = Literal["none", "optional", "required"]
 
 _KIB = 1024
@@ -130,6 +131,22 @@ class Config:
     #: The path prefix a proxy serves this application under ("/api"):
     #: request.root_path, ASGI root_path, WSGI SCRIPT_NAME.
     root_path: str = ""
+    #: WebSockets: "auto" serves them when wsproto is installed, "wsproto"
+    #: requires it (start-up fails without), "none" never upgrades a
+    #: connection (an upgrade request is answered as plain HTTP).
+    ws: WSName = "auto"
+    #: Largest WebSocket message, in bytes (after inflating); larger closes with 1009.
+    ws_max_size: int = 16 * _MIB
+    #: Unread WebSocket messages held per connection before reading pauses.
+    ws_max_queue: int = 32
+    #: Seconds of silence from a WebSocket client before the server pings it;
+    #: None: never.
+    ws_ping_interval: float | None = 20.0
+    #: Seconds a pinged WebSocket client gets to answer before it is closed
+    #: (1011); None: no limit.
+    ws_ping_timeout: float | None = 20.0
+    #: Offer WebSocket compression (permessage-deflate, RFC 7692) to clients that ask.
+    ws_per_message_deflate: bool = True
     #: Worker processes; above 1 a supervisor binds once and runs them.
     workers: int = 1
     #: Give each worker its own SO_REUSEPORT socket on the same port (Linux
@@ -226,6 +243,21 @@ class Config:
             raise ConfigError(
                 f"root_path must start with '/' and not end with one, not {self.root_path!r}"
             )
+        if self.ws_max_size < 1:
+            raise ConfigError(f"ws_max_size must be at least 1 byte, not {self.ws_max_size}")
+        if self.ws_max_queue < 1:
+            raise ConfigError(f"ws_max_queue must be at least 1, not {self.ws_max_queue}")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < math.inf):
+                raise ConfigError(f"{name} must be a finite number of seconds above 0, not {value}")
+        if self.ws == "wsproto":
+            from .wsconnection import AVAILABLE  # sans-IO; wsproto imported, if it is there
+
+            if not AVAILABLE:
+                raise ConfigError(
+                    "ws='wsproto' but wsproto is not installed: pip install 'aserve[ws]'"
+                )
         from .proxy import TrustedPeers  # sans-IO; parses the list or says what is wrong
 
         TrustedPeers(self.forwarded_allow_ips)

@@ -671,7 +671,14 @@ class HTTPConnection:
     def request_complete(self) -> bool:
         """The client has sent the whole current request (body included)."""
         state = self._h11.their_state
-        return state is h11.DONE or state is h11.MUST_CLOSE or state is h11.CLOSED
+        return (
+            state is h11.DONE
+            or state is h11.MUST_CLOSE
+            or state is h11.CLOSED
+            # A request that offered an upgrade (answered in plain HTTP, h11
+            # moves it on to DONE): last, so that others pay nothing for it.
+            or state is h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
+        )
 
     @property
     def can_answer(self) -> bool:
@@ -728,6 +735,29 @@ class HTTPConnection:
         if PRIVATE_H11:
             return len(self._h11._receive_buffer._data)
         return len(self._h11.trailing_data[0])
+
+    @property
+    def switch_offered(self) -> bool:
+        """The whole request is in and it asked to switch protocols (an
+        `Upgrade` header): h11 holds the connection until we answer. Asked
+        only by a handler that would switch (a WebSocket), never per request."""
+        # A public state of h11's that its __all__ leaves out.
+        return self._h11.their_state is h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
+
+    def switch_protocols(self, headers: HeaderTriples) -> tuple[bytes, bytes] | None:
+        """`101 Switching Protocols` with `headers`, and the bytes received
+        after the request (the start of the new protocol); h11 then leaves the
+        connection. None when no switch is on offer or a response has begun."""
+        if not self.switch_offered or self._h11.our_state is not h11.SEND_RESPONSE:
+            return None
+        head = self._h11.send(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[(raw, value) for raw, _, value in headers],
+                reason=b"Switching Protocols",
+            )
+        )
+        return head or b"", self._h11.trailing_data[0]
 
     # -- bytes out --------------------------------------------------------
 

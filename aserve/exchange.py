@@ -101,6 +101,35 @@ class _NoMeter:
 _NO_METER: Final = _NoMeter()
 
 
+class _Switched:
+    """The HTTP side of an exchange whose connection switched protocols (the
+    handler accepted a WebSocket, aserve/wsprotocol.py): nothing more is
+    framed or sent, and nobody is told (the session reports itself)."""
+
+    is_head = True  # no body is ever iterated
+    debug = False
+    observer = None
+    active = 0
+
+    def send_full(self, status: int, headers: Any, body: Any, *, close: bool = False) -> bytes:
+        return b""
+
+    def send_head(self, status: int, headers: Any, *, close: bool = False) -> bytes:
+        return b""
+
+    def send_data(self, data: Any) -> bytes:
+        return b""
+
+    def send_data_pieces(self, data: Any) -> list[Any]:
+        return []
+
+    def send_end(self) -> bytes:
+        return b""
+
+
+_SWITCHED: Final[Any] = _Switched()
+
+
 class Observer(Protocol):
     """Told of every finished exchange: the access log, metrics, or a
     program's own (``Server(app, observers=[...])``, for OpenTelemetry or
@@ -204,6 +233,18 @@ class Exchange:
         if self._counted:
             self._counted = False
             self._settings.active -= 1
+
+    def switched(self) -> None:
+        """The connection switched protocols during the handler (it accepted a
+        WebSocket): the handler runs on as the session, its request no longer
+        counts as one being handled, and what it returns at the end (a 101
+        that middleware may have seen) goes nowhere, unobserved."""
+        self.status = 101
+        self.release()
+        self._channel = DETACHED
+        self._conn = _SWITCHED
+        self._settings = _SWITCHED
+        self._meter = None  # the HTTP connection, which nothing needs any more
 
     async def run(self) -> None:
         # One coroutine frame for the common case: the handler's call and a

@@ -36,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from .protocol import FRESH_AT_SHUTDOWN_S, HTTPProtocol
+from .protocol import FRESH_AT_SHUTDOWN_S
 from .proxy import ProxyProtocolError, parse_proxy_header
 from .tls import TLSInfo
 
@@ -49,6 +49,18 @@ error_log = logging.getLogger("aserve.error")
 
 PREAMBLE, HANDSHAKE, OPEN, CLOSED = range(4)
 READ_SIZE = 64 * 1024
+
+
+class _Upper(Protocol):
+    """What the front feeds decrypted records to: the HTTPProtocol, then the
+    WebSocketProtocol it may hand the connection to (`TLSTransport.set_protocol`)."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
 
 _PLAIN_TO_TLS = (
     b"HTTP/1.1 400 Bad Request\r\n"
@@ -89,7 +101,7 @@ class FrontProtocol(asyncio.Protocol):
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._sslobj: ssl.SSLObject | None = None
-        self._app: HTTPProtocol | None = None
+        self._app: _Upper | None = None
         self._tls: TLSTransport | None = None
         #: Read by the server's clock and its shutdown, as of an HTTPProtocol.
         self._deadline: float | None = None
@@ -219,7 +231,8 @@ class FrontProtocol(asyncio.Protocol):
         self._phase = OPEN
         self._deadline = None
         self._tls = tls = TLSTransport(self)
-        self._app = app = state.protocol_class(state)
+        app = state.protocol_class(state)
+        self._app = app
         app.connection_made(tls)
         app.set_client(self._client)
         self._decrypt()
@@ -276,9 +289,13 @@ class FrontProtocol(asyncio.Protocol):
     def _decrypt(self) -> None:
         sslobj = self._sslobj
         incoming = self._incoming
-        app = self._app
-        assert sslobj is not None and incoming is not None and app is not None
+        assert sslobj is not None and incoming is not None
         while not self._app_paused:
+            # Asked each time: a record may have switched the connection to a
+            # WebSocket (its handler can run inside data_received).
+            app = self._app
+            if app is None:
+                return
             try:
                 chunk = sslobj.read(READ_SIZE)
             except ssl.SSLWantReadError:
@@ -485,9 +502,11 @@ class TLSTransport(asyncio.Transport):
         return raw.get_extra_info(name, default) if raw is not None else default
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        raise NotImplementedError("the protocol of a TLS connection cannot be changed")
+        """Decrypted records go to `protocol` from now on (an HTTPProtocol
+        switching to a WebSocket)."""
+        self._front._app = cast(_Upper, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         app = self._front._app
         assert app is not None
-        return app
+        return cast(asyncio.BaseProtocol, app)

@@ -73,8 +73,11 @@ REFUSAL_REASONS = (
     "bad_request",
     "too_large",
 )
-#: What an open connection is doing (see HTTPProtocol.phase_name).
-PHASES = ("handshake", "idle", "reading", "handling", "writing", "closing")
+#: What an open connection is doing (see HTTPProtocol.phase_name; "websocket"
+#: is an open WebSocket session, WebSocketProtocol.phase_name).
+PHASES = ("handshake", "idle", "reading", "handling", "writing", "closing", "websocket")
+#: WebSocket sessions' counters, summed when a session ends (Counts.websocket_done).
+WS_COUNTERS = ("sessions", "messages_in", "messages_out", "bytes_in", "bytes_out")
 _PHASE_INDEX = {name: i for i, name in enumerate(PHASES)}
 RESTART_REASONS = ("exited", "timeout", "max_requests", "reload")
 
@@ -110,6 +113,7 @@ class _Layout:
         self.connections = take(1)  # accepted
         self.reused = take(1)  # requests on a connection that had served one
         self.refusals = take(len(REFUSAL_REASONS))
+        self.websockets = take(len(WS_COUNTERS))
         self.counters_end = at
         # Gauges: counted for live processes only.
         self.open = take(1)
@@ -161,6 +165,17 @@ class Counts:
         outcome = done.outcome
         if outcome != "ok":
             values[L.outcomes + _OUTCOME_INDEX.get(outcome, len(OUTCOMES) - 1)] += 1
+
+    def websocket_done(self, done: Any) -> None:
+        """A WebSocket session ended: its messages and bytes (not a request:
+        its length says nothing of latency)."""
+        values = self.values
+        at = L.websockets
+        values[at] += 1
+        values[at + 1] += done.messages_in
+        values[at + 2] += done.messages_out
+        values[at + 3] += done.bytes_in
+        values[at + 4] += done.bytes_out
 
 
 class Board:
@@ -321,6 +336,11 @@ class Snapshot:
 
     def refusals(self) -> dict[str, int]:
         return {name: self.counters[L.refusals + i] for i, name in enumerate(REFUSAL_REASONS)}
+
+    def websockets(self) -> dict[str, int]:
+        """Open sessions now, and the counters of those that ended."""
+        found = {name: self.counters[L.websockets + i] for i, name in enumerate(WS_COUNTERS)}
+        return {"open": self.phases.get("websocket", 0), **found}
 
 
 def _summarize(words: array[int], slots: int, now: float) -> Snapshot:
@@ -511,6 +531,25 @@ def render(snapshot: Snapshot) -> str:
         "Requests that came on a connection that had already served one.",
     )
     add(f"aserve_keepalive_requests_total {snapshot.value(L.reused)}")
+    websockets = snapshot.websockets()
+    family("aserve_websockets_open", "gauge", "WebSocket sessions open now.")
+    add(f"aserve_websockets_open {websockets['open']}")
+    family("aserve_websocket_sessions_total", "counter", "WebSocket sessions that ended.")
+    add(f"aserve_websocket_sessions_total {websockets['sessions']}")
+    family(
+        "aserve_websocket_messages_total",
+        "counter",
+        "Messages of WebSocket sessions that ended, by direction.",
+    )
+    add(f'aserve_websocket_messages_total{{direction="in"}} {websockets["messages_in"]}')
+    add(f'aserve_websocket_messages_total{{direction="out"}} {websockets["messages_out"]}')
+    family(
+        "aserve_websocket_bytes_total",
+        "counter",
+        "Frame bytes of WebSocket sessions that ended, by direction.",
+    )
+    add(f'aserve_websocket_bytes_total{{direction="in"}} {websockets["bytes_in"]}')
+    add(f'aserve_websocket_bytes_total{{direction="out"}} {websockets["bytes_out"]}')
     family("aserve_requests_in_flight", "gauge", "Requests being handled now.")
     add(f"aserve_requests_in_flight {snapshot.in_flight}")
     family("aserve_refused_total", "counter", "Connections and requests refused, by reason.")

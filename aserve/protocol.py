@@ -923,6 +923,62 @@ class HTTPProtocol(asyncio.Protocol):
             return "handling"
         return "closing"
 
+    # -- switching protocols (a WebSocket: aserve/wsprotocol.py) -----------
+
+    @property
+    def websockets(self) -> Any:
+        """What accepts the WebSocket the request being handled asks for (the
+        server's `wsprotocol.Acceptor`), or None: the request asked for no
+        switch of protocols, or the server serves no WebSockets. Asked only by
+        a handler that would accept one, never per request."""
+        acceptor = self._state.websockets
+        if acceptor is None or self._phase != BUSY or not self._conn.switch_offered:
+            return None
+        return acceptor
+
+    def switch_protocols(self, headers: HeaderTriples, successor: Any) -> bool:
+        """Answer the request being handled with `101 Switching Protocols`
+        (`headers` and the server's own) and hand the connection to
+        `successor` (a `WebSocketProtocol`) with what the client sent after
+        the request. This protocol then leaves the connection: the successor
+        takes its place in the server's set, and the exchange runs on as the
+        session. False when that can no longer be done (the client left or
+        shut its side, a response has begun)."""
+        transport = self._transport
+        exchange = self._exchange
+        if (
+            self._lost
+            or self._eof
+            or transport is None
+            or exchange is None
+            or self._phase != BUSY
+            or transport.is_closing()
+        ):
+            return False
+        switched = self._conn.switch_protocols(headers + self._state.base_headers)
+        if switched is None:
+            return False
+        head, rest = switched
+        if self._cork is not None:
+            self._uncork()  # answers before this one go first
+        transport.write(head)
+        self._exchange = None
+        exchange.switched()
+        self._phase = CLOSING  # nothing more comes here: the transport calls the successor
+        self._deadline = self._until = self._body_deadline = self._send_deadline = None
+        self._disconnect_callbacks = None
+        self._state.connections.discard(self)
+        transport.set_protocol(successor)
+        successor.take_over(
+            transport,
+            rest,
+            exchange,
+            head_bytes=len(head),
+            reading_paused=bool(self._read_paused),
+            writing_paused=self.write_paused,
+        )
+        return True
+
     def __repr__(self) -> str:
         return f"<HTTPProtocol {self._client} phase={self._phase}>"
 

@@ -230,7 +230,11 @@ class Methods(dict[str, Endpoint]):
     def add(self, route: Route) -> None:
         for method in route.methods:
             if method in self.explicit:
-                raise ValueError(f"{method} {route.path} is already routed")
+                joined = _join_websocket(self[method], route.endpoint)
+                if joined is None:
+                    raise ValueError(f"{method} {route.path} is already routed")
+                self[method] = joined
+                continue
             self.explicit.add(method)
             self[method] = route.endpoint
         if "GET" in self and "HEAD" not in self.explicit:
@@ -362,6 +366,21 @@ class Router:
                     continue
                 return entry.prefix + path
         raise NoMatchFound(f"no route named {name!r} takes parameters {sorted(params)}")
+
+
+def _join_websocket(first: Any, second: Any) -> Any:
+    """A WebSocket route and a plain GET route on one path: the WebSocket
+    endpoint (aserve/websocket.py) answers upgrades and passes every other
+    request to the plain one. None when the two are not such a pair."""
+    for websocket, plain in ((first, second), (second, first)):
+        if (
+            getattr(websocket, "websocket", False)
+            and not getattr(plain, "websocket", False)
+            and websocket.fallback is None
+        ):
+            websocket.fallback = plain
+            return websocket
+    return None
 
 
 def _merge(first: Methods | None, second: Methods) -> Methods:

@@ -43,6 +43,7 @@ from .proxy import TrustedPeers
 from .request import Request
 from .response import Response
 from .tls import make_context, reload_context
+from .wsprotocol import Acceptor, WebSocketProtocol, make_acceptor
 
 logger = logging.getLogger("aserve.error")
 #: Life-cycle lines (shutting down, certificates reloaded); aserve.error has
@@ -86,6 +87,7 @@ class ServerState:
         "shutting_down",
         "base_headers",
         "all_closed",
+        "websockets",
     )
 
     def __init__(
@@ -140,11 +142,14 @@ class ServerState:
         self.root_path = config.root_path
         #: Whether requests need their client, scheme or root path adjusted.
         self.adjust = config.proxy_headers or bool(config.root_path)
-        self.connections: set[HTTPProtocol | FrontProtocol] = set()
+        self.connections: set[HTTPProtocol | FrontProtocol | WebSocketProtocol] = set()
         self.rejected: set[HTTPProtocol] = set()
         self.shutting_down = False
         self.base_headers: HeaderTriples = []
         self.all_closed = asyncio.Event()
+        #: Accepts WebSocket handshakes; None when the server serves none
+        #: (ws="none", or wsproto is not installed).
+        self.websockets: Acceptor | None = make_acceptor(self)
         self.refresh_base_headers()
 
     def refresh_base_headers(self) -> None:
@@ -175,6 +180,16 @@ class _Observers:
         for observer in self.observers:
             try:
                 observer.exchange_done(done)
+            except Exception as exc:
+                logger.error("observer %r failed", observer, exc_info=exc)
+
+    def websocket_done(self, session: Any) -> None:
+        for observer in self.observers:
+            told = getattr(observer, "websocket_done", None)
+            if told is None:
+                continue
+            try:
+                told(session)
             except Exception as exc:
                 logger.error("observer %r failed", observer, exc_info=exc)
 
@@ -635,6 +650,8 @@ def clock_interval(config: Config) -> float:
     ]
     if config.handler_timeout is not None:
         timeouts.append(config.handler_timeout)
+    if config.ws != "none":
+        timeouts += [t for t in (config.ws_ping_interval, config.ws_ping_timeout) if t is not None]
     shortest = min(timeouts)
     return max(0.01, min(1.0, shortest / 4))
 

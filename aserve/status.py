@@ -92,6 +92,7 @@ def data(snapshot: Snapshot) -> dict[str, Any]:
         },
         "refused": snapshot.refusals(),
         "bytes": {"sent": snapshot.value(L.sent), "received": snapshot.value(L.received)},
+        "websockets": snapshot.websockets(),
     }
 
 
@@ -222,6 +223,15 @@ def page(snapshot: Snapshot, refresh: int = DEFAULT_REFRESH_S) -> str:
             ],
         ),
         ("Refused", [(k.replace("_", " "), _number(v)) for k, v in d["refused"].items()]),
+        (
+            "WebSockets",
+            [
+                ("open", _number(d["websockets"]["open"])),
+                ("sessions ended", _number(d["websockets"]["sessions"])),
+                ("messages in", _number(d["websockets"]["messages_in"])),
+                ("messages out", _number(d["websockets"]["messages_out"])),
+            ],
+        ),
     ]
     boxes = "".join(
         f"<section><h2>{html.escape(title)}</h2>{_table(rows)}</section>"

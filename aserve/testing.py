@@ -25,6 +25,7 @@ httpx is needed here only: ``pip install httpx`` (or ``aserve[test]``).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -162,3 +163,18 @@ class TestClient:
     ) -> AbstractAsyncContextManager[httpx.Response]:
         """``async with client.stream("GET", "/events") as response:`` -- read as it comes."""
         return self.http.stream(method, url, **kwargs)
+
+    def websocket_connect(self, path: str, **options: Any) -> Any:
+        """``async with client.websocket_connect("/ws") as ws:`` -- the
+        `websockets` library's client on this server (``await ws.send("hi")``,
+        ``await ws.recv()``); `options` are its ``connect()``'s
+        (``subprotocols=``, ``additional_headers=``...). Needs websockets:
+        ``pip install websockets``."""
+        try:
+            client = importlib.import_module("websockets.asyncio.client")
+        except ImportError:
+            raise ImportError(
+                "TestClient.websocket_connect needs websockets: pip install websockets"
+            ) from None
+        options.setdefault("proxy", None)
+        return client.connect(f"ws://127.0.0.1:{self.server.port}{path}", **options)

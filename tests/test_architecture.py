@@ -23,6 +23,13 @@ FORBIDDEN = {
     "tls": {"asyncio", "uvloop", "protocol", "server"},
     "front": {"routing", "app", "static", "asgi", "wsgi"},
     "supervisor": {"protocol", "flow", "front", "cli"},
+    # WebSockets (docs/websockets.md): the core is sans-IO and its wsproto
+    # import guarded; the native API sits beside Request, below the engine;
+    # the engine's side imports no application.
+    "wsconnection": {"asyncio", "uvloop", "protocol", "server"},
+    "websocket": {"protocol", "exchange", "flow", "server", "wsprotocol", "front"},
+    "wsprotocol": {"routing", "app", "static", "asgi", "wsgi", "websocket", "asgi_websocket"},
+    "asgi_websocket": {"protocol", "exchange", "flow", "server", "wsprotocol"},
 }
 
 

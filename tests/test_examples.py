@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 import aserve
 from aserve.testing import TestClient
@@ -78,6 +80,25 @@ async def test_sse_clock() -> None:
     assert len(events) == 3
     assert events[0].startswith('event: tick\nid: 1\ndata: {"time":')
     assert bad.status_code == 400
+
+
+async def test_websocket_chat() -> None:
+    module = load("websocket_chat")
+    async with TestClient(module.app) as client:
+        async with client.websocket_connect("/chat?name=ann") as ann:
+            assert json.loads(await ann.recv()) == {"from": "room", "text": "ann joined"}
+            async with client.websocket_connect("/chat?name=bob") as bob:
+                assert json.loads(await bob.recv())["text"] == "bob joined"
+                assert json.loads(await ann.recv())["text"] == "bob joined"
+                await ann.send("hello bob")
+                for member in (ann, bob):
+                    assert json.loads(await member.recv()) == {"from": "ann", "text": "hello bob"}
+                with pytest.raises(InvalidStatus):  # a name already in the room: 403
+                    async with client.websocket_connect("/chat?name=bob"):
+                        pass
+            assert json.loads(await ann.recv()) == {"from": "room", "text": "bob left"}
+        page = await client.get("/")
+        assert "new WebSocket" in page.text
 
 
 def test_examples_export_an_app() -> None:
