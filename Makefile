@@ -38,9 +38,18 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -m serial
 	ASERVE_H11_PUBLIC_ONLY=1 $(BIN)/pytest -q -p no:randomly -n 4 $(H11_PUBLIC_TESTS)
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
-	$(BIN)/python benchmarks/run.py
+# Benchmarks (benchmarks/README.md): the peers and matplotlib go in their own venv,
+# benchmarks/.venv, never in the project's. `make bench` runs a subset that takes
+# about five minutes and charts it into benchmarks/results/ (not committed);
+#   make bench BENCH_ARGS=--all     every group (see the README for how long)
+BENCH_VENV := benchmarks/.venv
+BENCH_ARGS ?= --group pipeline,bodies,startup --duration 5 --warmup 2
+
+bench:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,16 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard_target, hard))
 
 
+def _prepare_child() -> None:
+    """In a server's process before it runs: the open-file limit raised, and
+    SIGINT back to its default action. A shell starting run.py in the
+    background hands it SIGINT ignored, the servers would inherit that, and
+    the ones that rely on KeyboardInterrupt (http.server) would then ignore
+    ``stop()``'s SIGINT until its SIGKILL 5 s later."""
+    _raise_nofile()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def raise_nofile_limit() -> int:
     """Raise this process's open-file soft limit as far as allowed; return it."""
     _raise_nofile()
@@ -224,6 +235,8 @@ class RunningServer:
         )
         module = str(SERVERS_DIR / spec.module)
         argv = [*taskset_prefix(cpu), python, module, str(self.port), *spec.args]
+        #: time.monotonic() just before the process was started (startup times).
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -232,7 +245,7 @@ class RunningServer:
             env=server_env(env),
             cwd=BENCH_DIR,
             start_new_session=True,
-            preexec_fn=_raise_nofile,
+            preexec_fn=_prepare_child,
         )
 
     @property
@@ -359,6 +372,104 @@ def rss_bytes(pid: int) -> int:
     raise ServerError(f"no VmRSS for pid {pid}")
 
 
+def tree_rss_bytes(root: int) -> int:
+    """RSS of ``root`` and its descendants added up (granian serves from a child
+    process; one process is just its own RSS)."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += rss_bytes(pid)
+        except (OSError, ServerError):
+            pass  # exited between the listing and the read
+    return total
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss(root: int) -> bool:
+    """Reset the peak RSS (VmHWM) of ``root``'s processes to their current RSS, by
+    writing 5 to /proc/PID/clear_refs (Linux 4.0+, own processes or root);
+    False when the kernel refused."""
+    done = True
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            done = False
+    return done
+
+
+def tree_peak_rss_bytes(root: int) -> int:
+    """VmHWM (peak RSS since start or the last ``reset_peak_rss``) of ``root``'s
+    processes added up: at least the tree's peak, exact for one process."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += _status_kib(pid, "VmHWM") * 1024
+        except OSError:
+            pass
+    return total
+
+
+def tree_sample(root: int) -> tuple[int, float]:
+    """(RSS in bytes, CPU seconds so far) of ``root`` and its descendants, added up,
+    from one pass over /proc."""
+    stats = _proc_stats()
+    tree = _tree(root, stats)
+    cpu = sum(sum(int(stats[pid][i]) for i in (11, 12, 13, 14)) for pid in tree) / _CLK_TCK
+    rss = 0
+    for pid in tree:
+        try:
+            rss += rss_bytes(pid)
+        except (OSError, ServerError):
+            pass  # exited between the listing and the read
+    return rss, cpu
+
+
+class RssSampler:
+    """Reads the RSS and CPU time of a process tree every ``interval`` seconds in a
+    thread, as (seconds since ``started``, RSS bytes, CPU seconds so far) triples,
+    ``started`` being a time.monotonic() reading (comparable across processes on
+    Linux: CLOCK_MONOTONIC). Use as a context manager."""
+
+    def __init__(self, root: int, interval: float) -> None:
+        self.root = root
+        self.interval = interval
+        self.samples: list[tuple[float, int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.started = 0.0
+
+    def _run(self) -> None:
+        while True:
+            try:
+                rss, cpu = tree_sample(self.root)
+            except OSError:
+                return
+            self.samples.append((round(time.monotonic() - self.started, 3), rss, cpu))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self) -> int:
+        return max((rss for _, rss, _ in self.samples), default=0)
+
+
 def socket_count(pid: int) -> int:
     """How many sockets a process holds open (listening ones included)."""
     count = 0
@@ -370,6 +481,17 @@ def socket_count(pid: int) -> int:
         except OSError:
             pass
     return count
+
+
+def tree_socket_count(root: int) -> int:
+    """Sockets held open by ``root`` and its descendants, added up."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += socket_count(pid)
+        except OSError:
+            pass
+    return total
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -103,7 +103,7 @@ async def settled_rss(pid: int, timeout: float, interval: float = 0.5) -> int:
     readings: list[int] = []
     deadline = time.monotonic() + timeout
     while True:
-        readings.append(harness.rss_bytes(pid))
+        readings.append(harness.tree_rss_bytes(pid))
         last = readings[-4:]
         if len(last) == 4 and max(last) - min(last) <= max(65536, max(last) // 100):
             return last[-1]
@@ -117,13 +117,13 @@ async def measure(server: harness.RunningServer, args: argparse.Namespace) -> di
     await warm_up(server.port, args.warmup_connections, args.warmup_requests)
     await asyncio.sleep(0.5)
     before = await settled_rss(pid, args.settle)
-    sockets_before = harness.socket_count(pid)
+    sockets_before = harness.tree_socket_count(pid)
     started = time.monotonic()
     conns = await open_many(server.port, args.connections, args.concurrency)
     open_seconds = time.monotonic() - started
     try:
         after = await settled_rss(pid, args.settle)
-        held = harness.socket_count(pid) - sockets_before
+        held = harness.tree_socket_count(pid) - sockets_before
         if server.proc.poll() is not None:
             raise harness.ServerError(f"died while holding connections: {server.log_tail()}")
     finally:

@@ -11,7 +11,11 @@ servers (``tls``) get a certificate made once per run, and wrk asks for
 ``--repeat N`` that is done in N rounds over all of them and the medians are
 kept. Prints one table per group and request with ratios inside the group and
 the group's targets as pass/fail, and writes it all as JSON to
-``benchmarks/results/``. See benchmarks/README.md.
+``benchmarks/results/``. A case may set its own wrk connections, timeout and
+pipelining, with a Lua script from wrkscript.py for percentiles up to 99.9%;
+cases that are not a wrk loop (an open-loop overload, large bodies, idle
+connections, start-up) are measured by scenarios.py within the same rounds.
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from typing import Any
 
 import groups
 import harness
-from groups import Case, Group, ServerSpec, Target
+import scenarios
+import wrkscript
+from groups import Case, Goal, Group, ServerSpec, Target, WrkLoad
 
 #: Other processes using more than this fraction of a CPU during a run get a warning.
 BUSY_THRESHOLD = 0.1
@@ -73,6 +79,26 @@ class WrkRun:
     #: run's wall time, in CPUs (2.0: both CPUs of this machine all the time).
     idle_cpus: float = 0.0
     steal_cpus: float = 0.0
+    #: From wrkscript.py's report (cases with ``percentiles``): latency
+    #: percentiles in ms, and errors by kind (``status``: answers >= 400).
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    #: Requests/s over what the connections could do if the handler's wait were
+    #: all a request cost (``WrkLoad.wait_s``), when the case has one.
+    of_ideal: float | None = None
+    #: False when wrk's latency figures (p99_ms too) mean nothing: pipelining.
+    latency_valid: bool = True
+
+    @property
+    def primary(self) -> float:
+        return self.requests_per_sec
+
+    def errors(self) -> int:
+        """Socket errors (timeouts included) and non-2xx/3xx answers."""
+        found = sum(v for k, v in self.socket_errors.items() if k != "status")
+        return found + self.non_2xx
 
 
 class WrkError(Exception):
@@ -102,6 +128,15 @@ def parse_wrk(output: str) -> WrkRun:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non_2xx:
         run.non_2xx = int(non_2xx.group(1))
+    report = wrkscript.parse_report(output)
+    if report:
+        run.p50_ms = report["p50_us"] / 1000
+        run.p90_ms = report["p90_us"] / 1000
+        run.p99_ms = report["p99_us"] / 1000
+        run.p999_ms = report["p999_us"] / 1000
+        run.max_ms = report["max_us"] / 1000
+        kinds = ("connect", "read", "write", "timeout", "status")
+        run.socket_errors = {k: int(report[k]) for k in kinds}
     return run
 
 
@@ -111,7 +146,17 @@ def wrk(
     duration: float,
     cpu: int | None,
     headers: tuple[tuple[str, str], ...] = (),
+    timeout_s: float | None = None,
+    script: str | None = None,
 ) -> WrkRun:
+    """One ``wrk -t1`` run; ``script`` is the text of a Lua script (wrkscript.py)."""
+    script_file = None
+    if script is not None:
+        script_file = tempfile.NamedTemporaryFile(
+            "w", prefix="aserve-bench-", suffix=".lua", delete=False
+        )
+        with script_file:
+            script_file.write(script)
     argv = [
         *harness.taskset_prefix(cpu),
         "wrk",
@@ -119,9 +164,19 @@ def wrk(
         f"-c{connections}",
         f"-d{int(duration)}s",
         "--latency",
+        *([f"--timeout={timeout_s:g}s"] if timeout_s is not None else []),
+        *(["-s", script_file.name] if script_file else []),
         *(arg for name, value in headers for arg in ("-H", f"{name}: {value}")),
         url,
     ]
+    try:
+        return _run_wrk(argv, duration)
+    finally:
+        if script_file is not None:
+            os.unlink(script_file.name)
+
+
+def _run_wrk(argv: list[str], duration: float) -> WrkRun:
     # wrk is the only child this process reaps while it runs (servers outlive it).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -163,17 +218,32 @@ class Unit:
     #: The TLS version and cipher the server chose for the reply check, and
     #: whether it resumed a session on a second connection.
     tls_session: str = ""
-    runs: list[WrkRun] = field(default_factory=list)
+    #: WrkRun for a wrk case, else the case's run record from scenarios.py.
+    runs: list[Any] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         words = [self.spec.module, *self.spec.args, self.spec.scheme, self.case.path]
         words += [f"{name}: {value}" for name, value in self.case.headers]
+        load = self.case.load
+        if isinstance(load, WrkLoad):
+            if load.connections is not None:
+                words.append(f"c{load.connections}")
+            if load.pipeline > 1:
+                words.append(f"pipeline {load.pipeline}")
+        else:
+            words.append(self.case.name)
         return " ".join(words + ([] if self.pinned else ["unpinned"]))
 
-    def median_run(self) -> WrkRun:
-        """The run with the median requests/s (the lower middle one for an even count)."""
-        ordered = sorted(self.runs, key=lambda r: r.requests_per_sec)
+    @property
+    def wrk(self) -> bool:
+        return isinstance(self.case.load, WrkLoad)
+
+    def median_run(self) -> Any:
+        """The run with the median primary figure (requests/s for wrk; the lower
+        middle one of an even count, by the figure's order of goodness)."""
+        higher = getattr(self.runs[0], "HIGHER_IS_BETTER", True)
+        ordered = sorted(self.runs, key=lambda r: r.primary if higher else -r.primary)
         return ordered[(len(ordered) - 1) // 2]
 
     def cpu_us(self) -> float:
@@ -183,9 +253,10 @@ class Unit:
     def warnings(self) -> list[str]:
         found = []
         run = self.median_run()
-        errors = sum(run.socket_errors.values()) + run.non_2xx
-        if errors:
-            found.append(f"{errors:,} socket errors or non-2xx responses in the median run")
+        if not self.wrk:
+            found += run.warnings()
+        elif run.errors():
+            found.append(f"{run.errors():,} socket errors or non-2xx responses in the median run")
         busiest = max(r.other_load for r in self.runs)
         if busiest > BUSY_THRESHOLD:
             found.append(
@@ -195,29 +266,62 @@ class Unit:
 
 
 def plan(selected: Iterable[Group]) -> dict[tuple[str, ...], Unit]:
-    """Every server-and-request of the selected groups, once, in the order they appear."""
+    """Every server-and-request of the selected groups, once, in the order they appear
+    (a case's ``not_for`` servers left out)."""
     units: dict[tuple[str, ...], Unit] = {}
     for group in selected:
         for case in group.cases:
             for spec in group.servers:
+                if spec.name in case.not_for:
+                    continue
                 units.setdefault(unit_key(spec, case, group), Unit(spec, case, group.pinned))
     return units
 
 
 def unit_key(spec: ServerSpec, case: Case, group: Group) -> tuple[str, ...]:
+    """What one run starts and measures: the same key in two groups is one unit."""
     headers = tuple(f"{name}: {value}" for name, value in case.headers)
-    return (*spec.key, case.path, *headers, *(() if group.pinned else ("unpinned",)))
+    load = repr(case.load) if not isinstance(case.load, WrkLoad) or case.load != WrkLoad() else ""
+    env = tuple(f"{name}={value}" for name, value in case.env)
+    pinned = () if group.pinned else ("unpinned",)
+    return (*spec.key, case.path, *headers, load, *env, *pinned)
+
+
+def case_connections(case: Case, args: argparse.Namespace) -> int:
+    load = case.load
+    if isinstance(load, WrkLoad) and load.connections is not None:
+        return load.connections
+    return int(args.connections)
+
+
+def wrk_script(case: Case, port: int) -> str | None:
+    """The Lua script of a case's wrk runs (wrkscript.py), or None for plain wrk."""
+    load = case.load
+    if not isinstance(load, WrkLoad):
+        return None
+    if load.pipeline > 1:
+        host = f"{harness.HOST}:{port}"
+        return wrkscript.pipeline_script(case.path, host, load.pipeline, case.headers)
+    return wrkscript.script() if load.percentiles else None
 
 
 def measure_once(
     unit: Unit, args: argparse.Namespace, python: str, certificate: harness.Certificate | None
-) -> WrkRun:
-    """Start the server, check it, warm it up, run wrk once, stop it."""
+) -> Any:
+    """Start the server, check it, warm it up, run wrk once, stop it; for a case
+    that is not a wrk loop, scenarios.measure() does it in its own way."""
     pin = unit.pinned and not args.no_pin
     server_cpu = args.server_cpu if pin else None
     client_cpu = args.client_cpu if pin else None
     case, spec = unit.case, unit.spec
-    env = certificate.env() if spec.tls and certificate else None
+    if not unit.wrk:
+        return scenarios.measure(spec, case, args, python, server_cpu, client_cpu, wrk)
+    load = case.load
+    assert isinstance(load, WrkLoad)
+    connections = case_connections(case, args)
+    env = dict(case.env)
+    if spec.tls and certificate:
+        env.update(certificate.env())
     with harness.RunningServer(spec, python, cpu=server_cpu, env=env) as server:
         server.wait_ready()
         unit.tls_session = server.check_reply(case, tls=spec.tls)
@@ -225,8 +329,9 @@ def measure_once(
             resumes = server.resumes_tls(case)
             unit.tls_session += ", resumes sessions" if resumes else ", no resumption"
         url = f"{spec.scheme}://{harness.HOST}:{server.port}{case.path}"
+        script = wrk_script(case, server.port)
         if args.warmup:
-            wrk(url, args.connections, args.warmup, client_cpu, case.headers)
+            wrk(url, connections, args.warmup, client_cpu, case.headers, load.timeout_s, script)
         if args.wait_idle:
             wait_idle(server.pid, args.wait_idle)
         speed_before = harness.calibration_ms(server_cpu)
@@ -234,7 +339,7 @@ def measure_once(
         processes_before = harness.process_cpu_seconds(server.pid)
         machine_before = harness.machine_cpu_seconds()
         started = time.monotonic()
-        run = wrk(url, args.connections, args.duration, client_cpu, case.headers)
+        run = wrk(url, connections, args.duration, client_cpu, case.headers, load.timeout_s, script)
         cpu_used = harness.tree_cpu_seconds(server.pid) - cpu_before
         processes_after = harness.process_cpu_seconds(server.pid)
         machine_after = harness.machine_cpu_seconds()
@@ -256,6 +361,15 @@ def measure_once(
         raise WrkError("wrk completed no requests")
     run.cpu_us_per_request = round(cpu_used / run.requests * 1e6, 2)
     run.server_cpu = round(cpu_used / wall, 3)
+    if load.wait_s:
+        run.of_ideal = round(run.requests_per_sec / (connections / load.wait_s), 4)
+    if load.pipeline > 1:
+        # wrk corrects its latencies for coordinated omission assuming one
+        # request per latency sample; with a batch per sample the correction
+        # lands below the histogram's minimum and its percentiles come out as
+        # 0 (or as whatever part of the histogram it still reaches). None then.
+        run.p50_ms = run.p90_ms = run.p999_ms = run.max_ms = None
+        run.latency_valid = False
     return run
 
 
@@ -294,18 +408,29 @@ def run_rounds(
                 continue
             try:
                 run = measure_once(unit, args, python, certificate)
-            except (harness.ServerError, WrkError) as exc:
-                unit.status, unit.reason = "failed", str(exc)
-                log(f"{unit.label}: failed: {exc}")
+            except (harness.ServerError, WrkError, OSError) as exc:
+                unit.status, unit.reason = "failed", str(exc) or repr(exc)
+                log(f"{unit.label}: failed: {unit.reason}")
                 continue
             finally:
                 time.sleep(1)  # let the previous server's sockets go
             unit.runs.append(run)
+            if not unit.wrk:
+                figures = ", ".join(
+                    f"{h} {c}" for h, c in zip(run.HEADERS, run.cells(), strict=True)
+                )
+                log(
+                    f"round {round_no}/{args.repeat} {unit.label}: {figures}, "
+                    f"other load {run.other_load:.0%}"
+                )
+                continue
             log(
                 f"round {round_no}/{args.repeat} {unit.label}: "
                 f"{run.cpu_us_per_request:.1f} µs CPU/request "
                 f"({run.server_cpu:.0%} of a CPU), {run.requests_per_sec:,.0f} req/s, "
-                f"p99 {run.p99_ms:.2f} ms, other load {run.other_load:.0%}, "
+                f"p99 {_ms(run.p99_ms) if run.latency_valid else '-'}"
+                + (f", {run.errors():,} errors" if run.errors() else "")
+                + f", other load {run.other_load:.0%}, "
                 f"calibration {run.calibration_ms:.0f} ms, wrk {run.client_cpu:.0%} of a CPU, "
                 f"idle {run.idle_cpus:.0%}, stolen {run.steal_cpus:.0%}"
                 + (
@@ -357,12 +482,19 @@ class Row:
         return self.unit.median_run().requests_per_sec if self.ok else None
 
 
-def compare(server_name: str, reference_name: str, rows: dict[str, Row]) -> dict[str, Any]:
+def compare(
+    server_name: str,
+    reference_name: str,
+    rows: dict[str, Row],
+    reference_rows: dict[str, Row] | None = None,
+) -> dict[str, Any]:
     """``server`` over ``reference`` three ways, higher meaning ``server`` does more:
     ``cpu`` (the reference's CPU µs/request over the server's), ``rps`` (requests/s
     over requests/s) and ``rounds`` (the median of ``per_round``, requests/s over
-    requests/s within each round)."""
-    server, reference = rows.get(server_name), rows.get(reference_name)
+    requests/s within each round). The reference comes from ``reference_rows``
+    when given (another case of the group), else from ``rows``."""
+    server = rows.get(server_name)
+    reference = (rows if reference_rows is None else reference_rows).get(reference_name)
     result: dict[str, Any] = {}
     for metric, get, invert in (("cpu", Row.cpu_us, True), ("rps", Row.rps, False)):
         a = get(server) if server else None
@@ -377,14 +509,28 @@ def compare(server_name: str, reference_name: str, rows: dict[str, Row]) -> dict
     return result
 
 
-def judge(target: Target, rows: dict[str, Row]) -> dict[str, Any]:
+def judge(
+    target: Target, rows: dict[str, Row], reference_rows: dict[str, Row] | None = None
+) -> dict[str, Any]:
     """A target's ratios by CPU/request and by requests/s, and whether each meets it."""
     result: dict[str, Any] = {"target": str(target), "factor": target.factor}
-    result.update(compare(target.server, target.reference, rows))
+    result.update(compare(target.server, target.reference, rows, reference_rows))
     for metric in ("cpu", "rps", "rounds"):
         value = result[metric]
         result[f"{metric}_pass"] = None if value is None else value >= target.factor
     return result
+
+
+def judge_goal(goal: Goal, rows: dict[str, Row]) -> dict[str, Any]:
+    """A goal's figure from the server's median run, and whether it is within bounds."""
+    row = rows.get(goal.server)
+    value = getattr(row.unit.median_run(), goal.figure) if row and row.ok else None
+    return {
+        "goal": str(goal),
+        "value": value,
+        "at_most": goal.at_most,
+        "pass": None if value is None else value <= goal.at_most,
+    }
 
 
 def round_ratios(server: Row, reference: Row) -> list[float]:
@@ -404,42 +550,88 @@ def verdict(value: float | None, passed: bool | None) -> str:
     return f"{value:.2f}x {'pass' if passed else 'FAIL'}"
 
 
-def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) -> dict[str, Any]:
-    """Print one group's table for one request, with its targets; return it for the JSON."""
-    rows = {spec.name: Row(spec, units[unit_key(spec, case, group)]) for spec in group.servers}
+def case_rows(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) -> dict[str, Row]:
+    """The group's servers on ``case`` (those the case is not for left out)."""
+    rows = {}
+    for spec in group.servers:
+        key = unit_key(spec, case, group)
+        if key in units:
+            rows[spec.name] = Row(spec, units[key])
+    return rows
+
+
+def _entry(row: Row) -> dict[str, Any]:
+    unit = row.unit
+    entry: dict[str, Any] = {
+        "name": row.spec.name,
+        "module": " ".join([row.spec.module, *row.spec.args]),
+        "description": row.spec.description,
+        "versions": unit.versions,
+        "status": unit.status,
+    }
+    if row.spec.tls:
+        entry["tls"] = unit.tls_session
+    if not row.ok:
+        entry["reason"] = unit.reason
+    return entry
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:,.2f} s" if value >= 10_000 else f"{value:,.2f} ms"
+
+
+def report_case(
+    group: Group,
+    case: Case,
+    units: dict[tuple[str, ...], Unit],
+    all_rows: dict[str, dict[str, Row]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Print one group's table for one request, with its targets; return it for the JSON.
+
+    ``all_rows`` holds the rows of every case of the group, by case name, for
+    targets and comparisons whose reference is measured on another case."""
+    rows = all_rows[case.name]
+    if not isinstance(case.load, WrkLoad):
+        return report_scenario_case(group, case, rows, args)
+    load = case.load
     refs = [rows[name] for name in group.references if name in rows and rows[name].ok]
     transfer = group.show_transfer
     headers = ["server", "CPU µs/req"]
     headers += [f"CPU vs {r.spec.name}" for r in refs]
     headers += ["requests/s"] + [f"req/s vs {r.spec.name}" for r in refs]
-    headers += ["p99", "server CPU"] + ([] if group.pinned else ["wrk CPU", "idle CPU"])
+    headers += ["of ideal"] if load.wait_s else []
+    headers += ["p50", "p99", "p99.9", "errors"] if load.percentiles else ["p99"]
+    headers += ["server CPU"] + ([] if group.pinned else ["wrk CPU", "idle CPU"])
     headers += ["MiB/s"] if transfer else []
     table, servers = [], []
-    for row in rows.values():
+    for spec in group.servers:
+        if spec.name in case.not_for:
+            table.append([spec.name, "n/a"] + ["-"] * (len(headers) - 2))
+            continue
+        row = rows[spec.name]
         unit = row.unit
-        entry: dict[str, Any] = {
-            "name": row.spec.name,
-            "module": " ".join([row.spec.module, *row.spec.args]),
-            "description": row.spec.description,
-            "versions": unit.versions,
-            "status": unit.status,
-        }
-        if row.spec.tls:
-            entry["tls"] = unit.tls_session
+        entry = _entry(row)
+        servers.append(entry)
         if not row.ok:
-            entry["reason"] = unit.reason
             table.append([row.spec.name, entry["status"]] + ["-"] * (len(headers) - 2))
-            servers.append(entry)
             continue
         run = unit.median_run()
         cpu_ratios = [ratio(row.cpu_us(), ref.cpu_us()) for ref in refs]
         rps_ratios = [ratio(row.rps(), ref.rps()) for ref in refs]
         entry.update(
+            connections=case_connections(case, args),
             cpu_us_per_request=unit.cpu_us(),
             cpu_ratios={r.spec.name: v for r, v in zip(refs, cpu_ratios, strict=True)},
             requests_per_sec=run.requests_per_sec,
             rps_ratios={r.spec.name: v for r, v in zip(refs, rps_ratios, strict=True)},
-            p99_ms=run.p99_ms,
+            p50_ms=run.p50_ms,
+            p99_ms=run.p99_ms if run.latency_valid else None,
+            p999_ms=run.p999_ms,
+            errors=run.errors(),
+            of_ideal=run.of_ideal,
             server_cpu=run.server_cpu,
             client_cpu=run.client_cpu,
             idle_cpus=run.idle_cpus,
@@ -449,21 +641,33 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
         warnings = unit.warnings()
         if warnings:
             entry["warning"] = "; ".join(warnings)
+        p99 = run.p99_ms if run.latency_valid else None
+        latency = (
+            [_ms(run.p50_ms), _ms(p99), _ms(run.p999_ms), f"{run.errors():,}"]
+            if load.percentiles
+            else [_ms(p99)]
+        )
         table.append(
             [row.spec.name, f"{unit.cpu_us():.1f}"]
             + [fmt_ratio(v) for v in cpu_ratios]
             + [f"{run.requests_per_sec:,.0f}"]
             + [fmt_ratio(v) for v in rps_ratios]
-            + [f"{run.p99_ms:.2f} ms", f"{run.server_cpu:.0%}"]
+            + ([f"{run.of_ideal:.1%}"] if load.wait_s and run.of_ideal is not None else [])
+            + latency
+            + [f"{run.server_cpu:.0%}"]
             + ([] if group.pinned else [f"{run.client_cpu:.0%}", f"{run.idle_cpus:.0%}"])
             + ([f"{run.transfer_per_sec / MIB:,.1f}"] if transfer else [])
         )
-        servers.append(entry)
 
     pinning = "" if group.pinned else " (server and wrk not pinned)"
     print(f"\n== {group.name}: {group.title}; GET {case.path}, {case.label}{pinning}")
     harness.print_table(headers, table)
-    targets = [judge(t, rows) for t in group.targets]
+    targets = []
+    for target in group.targets:
+        if target.case not in (None, case.name):
+            continue
+        reference_rows = all_rows.get(target.reference_case or case.name)
+        targets.append(judge(target, rows, reference_rows))
     for t in targets:
         print(
             f"target {t['target']}: by CPU µs/req {verdict(t['cpu'], t['cpu_pass'])}, "
@@ -472,10 +676,13 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
         )
     comparisons = []
     for c in group.comparisons:
-        if c.server not in rows or c.reference not in rows:
-            continue  # left out by --only
-        comparisons.append({"comparison": str(c), **compare(c.server, c.reference, rows)})
-        found = comparisons[-1]
+        if c.case not in (None, case.name):
+            continue
+        reference_rows = all_rows.get(c.reference_case or case.name, {})
+        if c.server not in rows or c.reference not in reference_rows:
+            continue  # left out by --only or --case
+        found = {"comparison": str(c), **compare(c.server, c.reference, rows, reference_rows)}
+        comparisons.append(found)
         rounds = ", ".join(f"{v:.2f}" for v in found["per_round"])
         print(
             f"{c}: by CPU µs/req {fmt_ratio(found['cpu'])}, "
@@ -483,6 +690,34 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             f"by round-by-round requests/s {fmt_ratio(found['rounds'])}"
             + (f" ({rounds})" if rounds else "")
         )
+    _print_notes(servers)
+    return {
+        "case": case.name,
+        "kind": "wrk",
+        "path": case.path,
+        "label": case.label,
+        "headers": dict(case.headers),
+        "connections": case_connections(case, args),
+        "pipeline": load.pipeline,
+        "servers": servers,
+        "targets": targets,
+        "comparisons": comparisons,
+    }
+
+
+def scenario_size(case: Case, args: argparse.Namespace) -> str:
+    """How big this run made a scenario case, for its heading."""
+    load = case.load
+    if isinstance(load, groups.TransferLoad):
+        return f", {args.body_mb} MiB"
+    if isinstance(load, groups.OpenLoopLoad):
+        return f", {args.overload_seconds:g} s"
+    if isinstance(load, groups.IdleLoad):
+        return f", {args.idle_connections or load.connections:,} connections"
+    return ""
+
+
+def _print_notes(servers: list[dict[str, Any]]) -> None:
     for entry in servers:
         if entry.get("tls"):
             print(f"{entry['name']}: {entry['tls']}")
@@ -490,13 +725,66 @@ def report_case(group: Group, case: Case, units: dict[tuple[str, ...], Unit]) ->
             print(f"{entry['name']}: {entry['status']}: {entry['reason']}")
         elif "warning" in entry:
             print(f"{entry['name']}: warning: {entry['warning']}")
+
+
+def report_scenario_case(
+    group: Group, case: Case, rows: dict[str, Row], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The table of a case measured by scenarios.py: its run record's own figures,
+    and its primary figure as a ratio of the references'."""
+    run_type = scenarios.run_type(case.load)
+    refs = [rows[name] for name in group.references if name in rows and rows[name].ok]
+    headers = ["server", *run_type.HEADERS]
+    headers += [f"{run_type.METRIC} vs {r.spec.name}" for r in refs]
+    table, servers = [], []
+    for spec in group.servers:
+        if spec.name in case.not_for:
+            table.append([spec.name, "n/a"] + ["-"] * (len(headers) - 2))
+            continue
+        row = rows[spec.name]
+        entry = _entry(row)
+        servers.append(entry)
+        if not row.ok:
+            table.append([spec.name, entry["status"]] + ["-"] * (len(headers) - 2))
+            continue
+        run = row.unit.median_run()
+        ratios = [ratio(run.primary, ref.unit.median_run().primary) for ref in refs]
+        entry.update(
+            primary=run.primary,
+            ratios={r.spec.name: v for r, v in zip(refs, ratios, strict=True)},
+            median=asdict(run),
+            runs=[asdict(r) for r in row.unit.runs],
+        )
+        for name in ("rss_growth", "mib_per_s"):
+            if hasattr(run, name):
+                entry[name] = getattr(run, name)
+        warnings = row.unit.warnings()
+        if warnings:
+            entry["warning"] = "; ".join(warnings)
+        table.append([spec.name, *run.cells(), *(fmt_ratio(v) for v in ratios)])
+    pinning = "" if group.pinned else " (not pinned)"
+    size = scenario_size(case, args)
+    print(f"\n== {group.name}: {group.title}; {case.path}, {case.label}{size}{pinning}")
+    harness.print_table(headers, table)
+    goals = [judge_goal(g, rows) for g in group.goals if g.case in (None, case.name)]
+    for g in goals:
+        state = "not measured" if g["pass"] is None else ("pass" if g["pass"] else "FAIL")
+        print(
+            f"goal {g['goal']}: {g['value']:,.0f} {state}"
+            if g["value"] is not None
+            else f"goal {g['goal']}: {state}"
+        )
+    _print_notes(servers)
     return {
         "case": case.name,
+        "kind": run_type.__name__,
         "path": case.path,
+        "label": case.label + scenario_size(case, args),
         "headers": dict(case.headers),
         "servers": servers,
-        "targets": targets,
-        "comparisons": comparisons,
+        "goals": goals,
+        "targets": [],
+        "comparisons": [],
     }
 
 
@@ -509,7 +797,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--group",
         help=f"comma-separated groups to run (default: all: {','.join(groups.GROUP_NAMES)})",
     )
+    parser.add_argument(
+        "--all", action="store_true", help="every group (the default when --group is not given)"
+    )
     parser.add_argument("--only", help="comma-separated server names, e.g. aserve,uvicorn-h11")
+    parser.add_argument("--case", help="comma-separated case names, e.g. c64,pipelined-16")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up load (3)")
@@ -537,11 +829,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="before each run, wait up to S seconds for other processes to go quiet (0: off)",
     )
+    parser.add_argument(
+        "--overload-seconds",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="length of the open-loop schedule of the overload group (20)",
+    )
+    parser.add_argument(
+        "--capacity-seconds",
+        type=int,
+        default=5,
+        metavar="S",
+        help="closed-loop wrk run that measures capacity before an overload run (5)",
+    )
+    parser.add_argument(
+        "--body-mb", type=int, default=256, metavar="N", help="MiB per body in bodies (256)"
+    )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="connections held by idle-memory (0: the case's own, 10,000)",
+    )
     parser.add_argument("--no-json", action="store_true", help="do not write results JSON")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--repeat, --duration and --connections must be positive, --warmup >= 0")
+    if args.all and args.group:
+        parser.error("--all and --group exclude each other")
+    if args.overload_seconds <= 0 or args.capacity_seconds < 1 or args.body_mb < 1:
+        parser.error("--overload-seconds, --capacity-seconds and --body-mb must be positive")
     return args
+
+
+def files_needed(unit: Unit, args: argparse.Namespace) -> int:
+    """Open files a unit needs in this process and its children (wrk, the client)."""
+    load = unit.case.load
+    if isinstance(load, WrkLoad):
+        return case_connections(unit.case, args) + 100
+    if isinstance(load, groups.IdleLoad):
+        return (args.idle_connections or load.connections) + 100
+    if isinstance(load, groups.OpenLoopLoad):
+        return load.pool + 100
+    return 100
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def aserve_revision() -> str:
+    """The commit aserve ran from, with "+changes" when the tree had uncommitted ones."""
+
+    def git(*words: str) -> str:
+        proc = subprocess.run(
+            ["git", *words], capture_output=True, text=True, cwd=harness.PROJECT_ROOT
+        )
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "aserve")
+    return commit + ("+changes" if dirty else "")
 
 
 def log(message: str) -> None:
@@ -564,7 +921,7 @@ def check_availability(units: Iterable[Unit], python: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = groups.select(args.group, args.only)
+    selected = groups.select(args.group, args.only, args.case)
     if not selected:
         raise SystemExit("no server selected")
     if shutil.which("wrk") is None:
@@ -584,6 +941,14 @@ def main(argv: list[str] | None = None) -> int:
     if unpinned and not args.no_pin:
         pinning += f" (none for {', '.join(unpinned)})"
     units = plan(selected)
+    limit = harness.raise_nofile_limit()
+    for unit in units.values():
+        needed = files_needed(unit, args)
+        if needed > limit:
+            unit.status = "skipped"
+            unit.reason = (
+                f"needs about {needed:,} open files, the limit is {limit:,} (raise ulimit -Hn)"
+            )
     log(
         f"servers run with {python}; groups {', '.join(g.name for g in selected)}: "
         f"{len(units)} server runs a round; {args.connections} connections, "
@@ -600,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
     print(LEGEND)
     report = []
     for group in selected:
-        cases = [report_case(group, case, units) for case in group.cases]
+        all_rows = {case.name: case_rows(group, case, units) for case in group.cases}
+        cases = [report_case(group, case, units, all_rows, args) for case in group.cases]
         report.append(
             {
                 "group": group.name,
@@ -610,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cases": cases,
             }
         )
-    speeds = [r.calibration_ms for unit in units.values() for r in unit.runs]
+    speeds = [r.calibration_ms for u in units.values() if u.wrk for r in u.runs]
     speed_spread = max(speeds) / min(speeds) - 1 if speeds else 0.0
     if speed_spread > SPEED_THRESHOLD:
         print(
@@ -630,7 +996,13 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_s": args.warmup,
                 "repeat": args.repeat,
                 "statistic": "median run by requests/s (its p99, server CPU and transfer/s); "
-                "median CPU µs/request over the runs",
+                "median CPU µs/request over the runs; for the scenario groups the median "
+                "run by their primary figure (2xx p99, MiB/s, B/conn, start time)",
+                "overload_seconds": args.overload_seconds,
+                "capacity_seconds": args.capacity_seconds,
+                "body_mb": args.body_mb,
+                "idle_connections": args.idle_connections or None,
+                "open_file_limit": limit,
                 "calibration_spread": round(speed_spread, 3),
                 "pinning": pinning,
                 "certificate": certificate.made_by if certificate else None,
@@ -644,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                 ).stdout.strip(),
                 "wrk": wrk_version(),
+                "cpu_model": cpu_model(),
+                "kernel": platform.release(),
+                "aserve": aserve_revision(),
             },
             "groups": report,
         }

@@ -13,9 +13,8 @@ async def hello(request: web.Request) -> web.Response:
     return web.Response(text="Hello, World!")
 
 
-def main() -> None:
-    app = web.Application()
-    app.router.add_get("/", hello)
+def run(app: web.Application) -> None:
+    """Serve ``app`` on uvloop (when installed), access log off."""
     try:
         import uvloop
     except ImportError:  # uvloop is in benchmarks/requirements.txt
@@ -35,6 +34,12 @@ def main() -> None:
         loop=loop,
         **options,
     )
+
+
+def main() -> None:
+    app = web.Application()
+    app.router.add_get("/", hello)
+    run(app)
 
 
 if __name__ == "__main__":

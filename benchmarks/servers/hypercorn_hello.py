@@ -13,9 +13,9 @@ from hypercorn.config import Config
 from hypercorn.run import run
 
 
-def main() -> None:
+def main(application_path: str = "asgi_app:app") -> None:
     config = Config()
-    config.application_path = "asgi_app:app"
+    config.application_path = application_path
     config.bind = [f"{settings.HOST}:{settings.port()}"]
     config.workers = 0  # serve in this process, so its PID is the one measured
     config.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

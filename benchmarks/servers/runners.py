@@ -19,8 +19,9 @@ from typing import Any
 import settings
 
 
-def run_aserve(handler: Any) -> None:
-    """``aserve.run(handler)``: a native handler, an App, or an ASGI/WSGI adapter."""
+def run_aserve(handler: Any, **overrides: Any) -> None:
+    """``aserve.run(handler)``: a native handler, an App, or an ASGI/WSGI adapter,
+    with ``overrides`` (Config fields) on top of what the environment sets."""
     import aserve
 
     options: dict[str, Any] = {}
@@ -32,6 +33,13 @@ def run_aserve(handler: Any) -> None:
         options["ssl_certfile"], options["ssl_keyfile"] = tls
     if "--metrics" in sys.argv[2:]:
         options["metrics_path"] = "/metrics"
+    max_connections = settings.max_connections()
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    max_concurrency = settings.max_concurrency()
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
+    options.update(overrides)
     access_log = settings.access_log()
     if access_log:
         # One line per request to the server's output, as uvicorn writes its own.
@@ -71,4 +79,25 @@ def run_uvicorn(app: Any, workers: int = 1) -> None:
         # uvicorn writes its access lines at INFO: "warning" would drop them.
         log_level="info" if access_log else "warning",
         **options,
+    )
+
+
+def run_uvicorn_ws(app: Any) -> None:
+    """uvicorn serving WebSockets with the implementation named by ``argv[2]``
+    (``--ws``: ``wsproto`` or ``websockets``), h11 for the handshake, uvloop,
+    access log off, log level warning; every WebSocket setting at uvicorn's
+    default, as aserve's are at theirs (16 MiB, 32 messages, pings every 20 s,
+    permessage-deflate offered: the load client asks for none)."""
+    import uvicorn
+
+    ws = sys.argv[2] if len(sys.argv) > 2 else "wsproto"
+    uvicorn.run(
+        app,
+        host=settings.HOST,
+        port=settings.port(),
+        http="h11",
+        ws=ws,
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
     )

@@ -6,6 +6,11 @@ also come from the ``PORT`` environment variable. ``KEEP_ALIVE_TIMEOUT``
 benchmark sets it so that idle connections stay open while it measures.
 ``SSL_CERTFILE`` and ``SSL_KEYFILE`` (PEM files), when set, make the server
 serve HTTPS with that certificate: run.py sets them for the ``tls`` group.
+``MAX_CONNECTIONS``, when set, is aserve's ``max_connections`` and granian's
+``backpressure`` (the ``scale`` and ``idle-memory`` groups hold 10,000
+connections: aserve's default limit, and ten times the connections granian
+keeps by default, so they raise both); ``--max-concurrency=N`` among the
+arguments is aserve's ``max_concurrency`` (the ``overload`` group).
 """
 
 from __future__ import annotations
@@ -43,3 +48,17 @@ def tls_files() -> tuple[str, str] | None:
 def access_log() -> bool:
     """Whether ``--access-log`` is among the arguments (the ``accesslog`` group)."""
     return "--access-log" in sys.argv[2:]
+
+
+def max_connections() -> int | None:
+    """$MAX_CONNECTIONS, or None to keep the server's default."""
+    value = os.environ.get("MAX_CONNECTIONS")
+    return int(value) if value else None
+
+
+def max_concurrency() -> int | None:
+    """N from ``--max-concurrency=N`` among the arguments, or None."""
+    for arg in sys.argv[2:]:
+        if arg.startswith("--max-concurrency="):
+            return int(arg.partition("=")[2])
+    return None

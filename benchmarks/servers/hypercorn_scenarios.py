@@ -1,0 +1,8 @@
+"""hypercorn serving the scenario endpoints (asgi_scenarios.py), set up as hypercorn_hello.py."""
+
+from __future__ import annotations
+
+from hypercorn_hello import main
+
+if __name__ == "__main__":
+    main("asgi_scenarios:app")
