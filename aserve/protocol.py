@@ -54,8 +54,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
-import struct
 import sys
 from collections.abc import Callable
 from types import coroutine
@@ -69,6 +67,7 @@ from .exchange import Exchange
 from .flow import BodyStream, WriteGate
 from .proxy import resolve_forwarded
 from .request import Request
+from .watch import Watched, set_reset
 
 if TYPE_CHECKING:
     from .server import ServerState
@@ -97,7 +96,6 @@ SENDFILE_CHUNK = 1024 * 1024
 READ_CHUNK = 256 * 1024
 _BODY_LATE = RequestError(408, "Request body not received in time")
 _HANDLER_LATE = RequestError(504, "Handler did not answer in time")
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 #: How an exchange ended when the connection answered in its place.
 _OUTCOMES = {408: "body-timeout", 504: "handler-timeout"}
 
@@ -108,7 +106,7 @@ def _yield() -> Any:
     yield
 
 
-class HTTPProtocol(asyncio.Protocol):
+class HTTPProtocol(Watched, asyncio.Protocol):
     __slots__ = (
         "_state",
         "_loop",
@@ -527,14 +525,6 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self._disconnect_callbacks.append(callback)
 
-    def _fire_disconnect(self) -> None:
-        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback()
-            except Exception as exc:  # a broken callback must not break the connection
-                error_log.error("disconnect callback failed", exc_info=exc)
-
     @property
     def write_paused(self) -> bool:
         gate = self._gate
@@ -734,28 +724,12 @@ class HTTPProtocol(asyncio.Protocol):
 
     # -- timers and closing -----------------------------------------------
 
-    def _arm(self, delay: float) -> None:
-        """Set the phase deadline `delay` seconds from now."""
-        until = self._until = self._loop.time() + delay
-        send = self._send_deadline
-        self._deadline = until if send is None or until < send else send
-
     def _refresh_deadline(self) -> None:
         best = self._until
         for deadline in (self._body_deadline, self._send_deadline):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         self._deadline = best
-
-    def _watch_send(self, renew: bool = False) -> None:
-        """Start send_timeout (kept if running, unless `renew`): unsent bytes
-        must start to leave before it passes."""
-        transport = self._transport
-        if self._lost or transport is None or (self._send_deadline is not None and not renew):
-            return
-        self._send_mark = transport.get_write_buffer_size()
-        self._send_deadline = self._loop.time() + self._state.config.send_timeout
-        self._refresh_deadline()
 
     def deadline_passed(self) -> None:
         """Called by the server's clock once `_deadline` is behind it."""
@@ -766,21 +740,14 @@ class HTTPProtocol(asyncio.Protocol):
         config = self._state.config
         now = self._loop.time()
         send = self._send_deadline
-        if send is not None and send <= now:
-            size = transport.get_write_buffer_size()
-            if size == 0 or size < self._send_mark:
-                # Progress (or all sent): the client reads, however slowly.
-                self._send_mark = size
-                self._send_deadline = None if size == 0 else now + config.send_timeout
-            else:
-                self._state.refusals["send_timeout"] += 1
-                error_log.warning(
-                    "closing the connection of %s: it read nothing for %gs (send_timeout)",
-                    self._client[0] if self._client else "-",
-                    config.send_timeout,
-                )
-                self._reset()
-                return
+        if send is not None and send <= now and self._send_stalled(transport, now):
+            error_log.warning(
+                "closing the connection of %s: it read nothing for %gs (send_timeout)",
+                self._client[0] if self._client else "-",
+                config.send_timeout,
+            )
+            self._reset()
+            return
         phase = self._phase
         until = self._until
         if phase == BUSY:
@@ -886,16 +853,8 @@ class HTTPProtocol(asyncio.Protocol):
             self._close(linger=False)
 
     def _reset(self) -> None:
-        """Abort with a reset (RST): a plain close would leave the kernel an
-        orphan socket still trying to deliver the unsent bytes to a client that
-        reads nothing, and the client none the wiser."""
-        transport = self._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except (OSError, AttributeError, TypeError):
-                pass  # not a TCP socket (a pipe in tests): a plain abort will do
+        """Abort with a reset (RST), and cancel the handler."""
+        set_reset(self._transport)
         self.abort()
 
     def abort(self) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from . import wsconnection as ws
 from .errors import ClientDisconnected
 from .flow import WriteGate
+from .watch import Watched, set_reset
 
 if TYPE_CHECKING:
     from .connection import HeaderTriples
@@ -66,7 +66,6 @@ LINGER_S = 2.0
 #: messages), and below which it resumes (with half of that count).
 QUEUE_HIGH_BYTES = 1024 * 1024
 QUEUE_LOW_BYTES = 256 * 1024
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 class SwitchingPeer(Protocol):
@@ -114,7 +113,7 @@ class Acceptor:
         return session
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(Watched, asyncio.Protocol):
     __slots__ = (
         "_state",
         "_loop",
@@ -507,14 +506,6 @@ class WebSocketProtocol(asyncio.Protocol):
         else:
             self._disconnect_callbacks.append(callback)
 
-    def _fire_disconnect(self) -> None:
-        callbacks, self._disconnect_callbacks = self._disconnect_callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback()
-            except Exception as exc:  # a broken callback must not break the connection
-                error_log.error("disconnect callback failed", exc_info=exc)
-
     # -- writing ----------------------------------------------------------
 
     def _write(self, data: Any) -> None:
@@ -529,25 +520,12 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # -- deadlines, closing -----------------------------------------------
 
-    def _arm(self, delay: float) -> None:
-        until = self._until = self._loop.time() + delay
-        send = self._send_deadline
-        self._deadline = until if send is None or until < send else send
-
     def _refresh_deadline(self) -> None:
         best = self._until
         send = self._send_deadline
         if send is not None and (best is None or send < best):
             best = send
         self._deadline = best
-
-    def _watch_send(self, renew: bool = False) -> None:
-        transport = self._transport
-        if self._lost or transport is None or (self._send_deadline is not None and not renew):
-            return
-        self._send_mark = transport.get_write_buffer_size()
-        self._send_deadline = self._loop.time() + self._state.config.send_timeout
-        self._refresh_deadline()
 
     def deadline_passed(self) -> None:
         """Called by the server's clock once `_deadline` is behind it."""
@@ -558,23 +536,17 @@ class WebSocketProtocol(asyncio.Protocol):
         config = self._state.config
         now = self._loop.time()
         send = self._send_deadline
-        if send is not None and send <= now:
-            size = transport.get_write_buffer_size()
-            if size == 0 or size < self._send_mark:
-                self._send_mark = size
-                self._send_deadline = None if size == 0 else now + config.send_timeout
-            else:
-                self._state.refusals["send_timeout"] += 1
-                if self.close_code is None:
-                    self.close_code = ws.ABNORMAL
-                self.outcome = "send-timeout"
-                error_log.warning(
-                    "closing the WebSocket of %s: it read nothing for %gs (send_timeout)",
-                    self._host(),
-                    config.send_timeout,
-                )
-                self._reset()
-                return
+        if send is not None and send <= now and self._send_stalled(transport, now):
+            if self.close_code is None:
+                self.close_code = ws.ABNORMAL
+            self.outcome = "send-timeout"
+            error_log.warning(
+                "closing the WebSocket of %s: it read nothing for %gs (send_timeout)",
+                self._host(),
+                config.send_timeout,
+            )
+            self._reset()
+            return
         until = self._until
         if until is not None and until <= now:
             self._until = None
@@ -647,12 +619,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _reset(self) -> None:
         transport = self._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except (OSError, AttributeError, TypeError):
-                pass
+        set_reset(transport)
         if transport is not None and not self._lost:
             transport.abort()
 
