@@ -639,10 +639,12 @@ class ASGIHandler:
         run = _Run(request, loop)
         if request.root_path or self.root_path:
             root_path, path, raw_path = self._paths(request)
+            query_string = request.query_string
         else:
             root_path = ""
             path = request.path
-            raw_path = request.raw_path
+            raw_path, _, query_string = request._target.partition(b"?")
+        raw_headers = request._raw_headers
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
@@ -651,9 +653,11 @@ class ASGIHandler:
             "scheme": request.scheme,
             "path": path,
             "raw_path": raw_path,
-            "query_string": request.query_string,
+            "query_string": query_string,
             "root_path": root_path,
-            "headers": request.headers.raw,
+            # The request's own list of pairs (what `request.headers.raw` is),
+            # without making the Headers view for it.
+            "headers": raw_headers if type(raw_headers) is list else list(raw_headers),
             "client": request.client,
             "server": request.server,
             "state": self.state.copy(),
