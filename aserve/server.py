@@ -593,19 +593,21 @@ class Server:
             )
             state.refused = 0
         now = loop.time()
-        for protocol in (*state.connections, *state.rejected):
-            deadline = protocol._deadline
-            if deadline is not None and deadline <= now:
-                protocol.deadline_passed()
+        _sweep(state, now)
         if self._metrics_state is not None:
-            for protocol in (*self._metrics_state.connections, *self._metrics_state.rejected):
-                deadline = protocol._deadline
-                if deadline is not None and deadline <= now:
-                    protocol.deadline_passed()
+            _sweep(self._metrics_state, now)
         # Aligned to the wall clock's next second when that comes first, so the
         # Date header changes on time.
         delay = min(self._clock_interval, 1.0 - time.time() % 1.0 + 0.001)
         self._clock = loop.call_later(delay, self._tick)
+
+
+def _sweep(state: ServerState, now: float) -> None:
+    """Tell the connections of `state` whose deadline is behind `now`."""
+    for protocol in (*state.connections, *state.rejected):
+        deadline = protocol._deadline
+        if deadline is not None and deadline <= now:
+            protocol.deadline_passed()
 
 
 def metrics_url(sock: socket.socket, config: Config) -> str:

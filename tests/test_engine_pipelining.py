@@ -16,9 +16,11 @@ import pytest
 from conftest import READ_TIMEOUT, ConnectFactory, ServeFactory
 
 import aserve
+from aserve.asgi import ASGIHandler
 from aserve.config import Config
 from aserve.protocol import CORK_LIMIT
 from aserve.server import ServerState
+from aserve.wsgi import WSGIHandler
 
 
 def get(path: str) -> bytes:
@@ -214,3 +216,45 @@ async def test_metrics_and_access_log_count_every_pipelined_request(
     assert data["connections"]["keepalive_requests"] == 16  # all but the first, with this one
     lines = [r.getMessage() for r in caplog.records if r.name == "aserve.access"]
     assert [line.split('"')[1] for line in lines[:16]] == [f"GET /{i} HTTP/1.1" for i in range(16)]
+
+
+async def asgi_echo(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def wsgi_echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+
+def mounted() -> aserve.App:
+    app = aserve.App()
+    app.mount("/api", ASGIHandler(asgi_echo))
+    return app
+
+
+@pytest.mark.parametrize(
+    ("make", "prefix"),
+    [
+        (lambda: ASGIHandler(asgi_echo), ""),
+        (lambda: WSGIHandler(wsgi_echo), ""),  # each request suspends: a thread
+        (mounted, "/api"),
+    ],
+    ids=["asgi", "wsgi", "asgi-under-an-app"],
+)
+async def test_pipelined_requests_into_adapted_apps_are_answered_in_order(
+    serve: ServeFactory, connect: ConnectFactory, make: Any, prefix: str
+) -> None:
+    async with serve(make()) as server:
+        client = await connect(server.port)
+        await client.send(b"".join(get(f"{prefix}/{i}") for i in range(32)))
+        bodies = [(await client.response()).body for _ in range(32)]
+    # ASGI's path is the full one, the mount's prefix included.
+    assert bodies == [f"{prefix}/{i}".encode() for i in range(32)]
