@@ -31,11 +31,23 @@ Hot path notes (measured, see benchmarks/README.md):
 - One `EndOfMessage` instance serves every response (h11 events are immutable).
 - A request head is checked where it lies, in h11's receive buffer, not copied.
 
-The first and the last use h11's private names (`Headers`, its `_full_items`,
-the receive buffer's `_data` and `_extract`). They are tried once at import; if
-one is missing or behaves differently (a new h11 release), or the environment
-sets ASERVE_H11_PUBLIC_ONLY=1, the same checks run on h11's public API instead
-(`trailing_data`, plain header lists): slower, equally strict.
+- A whole response in hand on a kept-alive HTTP/1.1 connection (the common
+  case: a GET, a 200 with a Content-Length) is written here and h11's state
+  machine is moved to where its three `send()` calls would have left it
+  (`_send_whole`): those calls are about a fifth of a request's instructions,
+  and nothing in them checks the request. Every other response, and any
+  response that does not fit the case exactly (a length that differs from the
+  body, a Connection or Transfer-Encoding header, HEAD, 204, 304...), goes
+  through h11 as before, which refuses what it refuses.
+
+These use h11's private names (`Headers`, its `_full_items`, the receive
+buffer's `_data` and `_extract`, the connection's `_cstate` and `_writer`).
+They are tried once at import: a probe runs two request cycles through h11's
+public API and through the private path and requires the same bytes out and
+the same state after each step. If a name is missing or anything differs (a
+new h11 release), or the environment sets ASERVE_H11_PUBLIC_ONLY=1, the same
+checks run on h11's public API instead (`trailing_data`, plain header lists,
+`send()` for every response): slower, equally strict.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import os
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
+from types import FunctionType
 from typing import Any, Final, TypeVar
 
 import h11
@@ -771,6 +784,56 @@ class HTTPConnection:
         self, status: int, headers: HeaderTriples, body: bytes, *, close: bool = False
     ) -> bytes:
         """Head, body and end of a response whose body is in hand, as one bytes."""
+        if _WHOLE and not close:
+            whole = self._send_whole(status, headers, body)
+            if whole is not None:
+                return whole
+        return self._send_parts(status, headers, body, close)
+
+    def _send_whole(self, status: int, headers: HeaderTriples, body: bytes) -> bytes | None:
+        """The common response written here, or None when it is not the common
+        case. The common case: the whole request is in (h11's client state is
+        DONE, no upgrade on offer), keep-alive holds (HTTP/1.1, no "close" on
+        either side), not HEAD, a status with a body, one Content-Length equal
+        to the body's length, no Transfer-Encoding, Connection or Host among
+        the headers (h11 writes a Host first). h11 would write exactly these
+        bytes and end with its server state DONE, its writer None and no
+        100-continue pending (the import-time probe holds it to that)."""
+        h = self._h11
+        cstate = h._cstate
+        states = cstate.states
+        if (
+            states[_SERVER] is not _SEND_RESPONSE
+            or states[_CLIENT] is not _DONE
+            or not cstate.keep_alive
+            or self.is_head
+            or status < 200
+            or status == 204
+            or status == 304
+            or status > 999
+        ):
+            return None
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
+        length = None
+        for raw, name, value in headers:
+            if name == b"content-length":
+                if length is not None:
+                    return None
+                length = value
+            elif name in _NOT_WHOLE:
+                return None
+            out.append(b"%s: %s\r\n" % (raw, value))
+        if length != b"%d" % len(body):
+            return None
+        out.append(b"\r\n")
+        out.append(body)
+        states[_SERVER] = _DONE
+        h._writer = None
+        h.client_is_waiting_for_100_continue = False
+        return b"".join(out)
+
+    def _send_parts(self, status: int, headers: HeaderTriples, body: bytes, close: bool) -> bytes:
+        """A whole response through h11's `send()`: head, data, end."""
         out = self._send_head(status, headers, close)
         if body and not self.is_head:
             out += self._emit(h11.Data(data=body))
@@ -850,6 +913,16 @@ class HTTPConnection:
             return self.send_full(status, headers, body, close=True)
         except h11.LocalProtocolError:
             return b""
+
+
+# h11's states, as the fast path compares them.
+_CLIENT: Final = h11.CLIENT
+_SERVER: Final = h11.SERVER
+_DONE: Final = h11.DONE
+_SEND_RESPONSE: Final = h11.SEND_RESPONSE
+# Headers that take a response off the common case (`_send_whole`).
+_NOT_WHOLE: Final = frozenset({b"transfer-encoding", b"connection", b"host"})
+_WHOLE = False  # until the probe at the end of this module has run
 
 
 def _valid_host(host: bytes | bytearray) -> bool:
@@ -970,3 +1043,59 @@ def _reason_text(message: str) -> str:
     # keep the first line only and cap it.
     text = message.splitlines()[0] if message else "Bad request"
     return ("Bad request: " + text)[:200]
+
+
+def _snapshot(h: h11.Connection) -> dict[str, Any]:
+    """What an h11 connection holds, comparable between two connections."""
+    shot: dict[str, Any] = {}
+    for name, value in vars(h).items():
+        if name == "_cstate":
+            state = vars(value).items()
+            value = {k: v.copy() if isinstance(v, dict | set) else v for k, v in state}
+        elif name == "_receive_buffer":
+            value = bytes(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, type | FunctionType):
+            # A body reader or writer: its class and what it counts.
+            value = (type(value), dict(vars(value)))
+        shot[name] = value
+    return shot
+
+
+def _probe_whole() -> bool:
+    """Whether `_send_whole` leaves h11 exactly as its `send()` calls do: two
+    request cycles each way, the bytes and the state compared after every step."""
+    if not PRIVATE_H11:
+        return False
+    try:
+        runs = []
+        for whole in (False, True):
+            conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+            steps: list[Any] = []
+            for request in (
+                b"GET /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+                b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+            ):
+                conn.receive(request)
+                while type(conn.next_event()) is not h11.EndOfMessage:
+                    pass
+                steps.append(_snapshot(conn._h11))
+                headers: HeaderTriples = [
+                    (b"Content-Type", b"content-type", b"text/plain"),
+                    (b"content-length", b"content-length", b"5"),
+                ]
+                if whole:
+                    out = conn._send_whole(404, headers, b"hello")
+                else:
+                    out = conn._send_parts(404, headers, b"hello", False)
+                steps.append((out, _snapshot(conn._h11), conn.keep_alive, conn.response_done))
+                conn.start_next_cycle()
+                steps.append(_snapshot(conn._h11))
+            runs.append(steps)
+        return runs[0] == runs[1]
+    except Exception:
+        return False
+
+
+_WHOLE = _probe_whole()
+#: Whether whole responses skip h11's send() on the common case (see `_send_whole`).
+WHOLE_FAST: Final = _WHOLE

@@ -1,0 +1,369 @@
+"""The whole-response fast path (`HTTPConnection._send_whole`) against h11's own `send()`.
+
+Every response is sent twice, on two connections fed the same request: once
+with the fast path on and once through h11's three `send()` calls. The bytes
+out, every attribute of the h11 connection afterwards, the keep-alive answer
+and the next request cycle must be the same, or both must refuse the response
+with the same error. The import-time probe that turns the fast path on must
+turn it off when the fast path leaves h11 in any other state.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import h11
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aserve import connection
+from aserve.connection import HeaderTriples, HTTPConnection
+
+pytestmark = pytest.mark.skipif(
+    not connection.WHOLE_FAST, reason="ASERVE_H11_PUBLIC_ONLY=1: the fast path is off"
+)
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+NEXT = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def triples(*pairs: tuple[bytes, bytes]) -> HeaderTriples:
+    return [(name, name.lower(), value) for name, value in pairs]
+
+
+def plain(body: bytes = b"hello") -> HeaderTriples:
+    return triples((b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(body)))
+
+
+def ready(request: bytes) -> HTTPConnection:
+    conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=None)
+    conn.receive(request)
+    while True:
+        event = conn.next_event()
+        if type(event) is h11.EndOfMessage or event is h11.NEED_DATA:
+            return conn
+        assert not isinstance(event, connection.RequestError), event
+
+
+def outcome(
+    whole: bool,
+    request: bytes,
+    status: int,
+    headers: HeaderTriples,
+    body: bytes,
+    close: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Any, ...]:
+    """What sending this response does: the bytes (or the error), h11's state,
+    the keep-alive answer, and what the next request cycle yields."""
+    monkeypatch.setattr(connection, "_WHOLE", whole)
+    conn = ready(request)
+    try:
+        out: Any = conn.send_full(status, list(headers), body, close=close)
+    except Exception as exc:  # h11's refusal, or its failure on a value never checked
+        out = ("refused", type(exc), str(exc))
+    after = (out, connection._snapshot(conn._h11), conn.keep_alive, conn.response_done)
+    if not conn.keep_alive:
+        return after
+    conn.start_next_cycle()
+    conn.receive(NEXT)
+    event = conn.next_event()
+    return (*after, repr(event), connection._snapshot(conn._h11))
+
+
+def took_fast_path(request: bytes, status: int, headers: HeaderTriples, body: bytes) -> bool:
+    return ready(request)._send_whole(status, list(headers), body) is not None
+
+
+CASES = [
+    # (name, request, status, headers, body, close, fast)
+    ("200 GET", GET, 200, plain(), b"hello", False, True),
+    ("empty body", GET, 200, plain(b""), b"", False, True),
+    ("404", GET, 404, plain(), b"hello", False, True),
+    ("unknown status, no reason", GET, 299, plain(), b"hello", False, True),
+    ("status 999", GET, 999, plain(), b"hello", False, True),
+    (
+        "keep-alive asked",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        True,
+    ),
+    (
+        "POST read to its end",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        201,
+        plain(),
+        b"hello",
+        False,
+        True,
+    ),
+    (
+        "chunked POST read to its end",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        True,
+    ),
+    (
+        "Expect: 100-continue, body never read",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        417,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "body not read yet",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc",
+        200,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    ("HEAD", b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", 200, plain(), b"hello", False, False),
+    ("close asked by the server", GET, 200, plain(), b"hello", True, False),
+    (
+        "close asked by the client",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "HTTP/1.0",
+        b"GET / HTTP/1.0\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "HTTP/1.0 keep-alive",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "upgrade on offer",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        200,
+        plain(),
+        b"hello",
+        False,
+        False,
+    ),
+    ("204", GET, 204, triples((b"Content-Length", b"0")), b"", False, False),
+    ("304", GET, 304, triples((b"Content-Length", b"5")), b"", False, False),
+    ("1xx", GET, 103, plain(b""), b"", False, False),
+    ("status 1000", GET, 1000, plain(), b"hello", False, False),
+    ("no length", GET, 200, triples((b"Content-Type", b"text/plain")), b"hello", False, False),
+    ("length too short", GET, 200, triples((b"Content-Length", b"4")), b"hello", False, False),
+    ("length too long", GET, 200, triples((b"Content-Length", b"6")), b"hello", False, False),
+    ("length, 0 first", GET, 200, triples((b"Content-Length", b"05")), b"hello", False, False),
+    (
+        "two lengths",
+        GET,
+        200,
+        triples((b"Content-Length", b"5"), (b"Content-Length", b"5")),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "Transfer-Encoding",
+        GET,
+        200,
+        triples((b"Transfer-Encoding", b"chunked")),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "Connection: close from the handler",
+        GET,
+        200,
+        triples((b"Content-Length", b"5"), (b"Connection", b"close")),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "Connection: keep-alive from the handler",
+        GET,
+        200,
+        triples((b"Content-Length", b"5"), (b"Connection", b"keep-alive")),
+        b"hello",
+        False,
+        False,
+    ),
+    (
+        "a Host header (h11 writes it first)",
+        GET,
+        200,
+        triples((b"X-A", b"1"), (b"Host", b"h"), (b"Content-Length", b"5")),
+        b"hello",
+        False,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "headers", "body", "close", "fast"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_same_as_h11(
+    request_bytes: bytes,
+    status: int,
+    headers: HeaderTriples,
+    body: bytes,
+    close: bool,
+    fast: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not close:
+        assert took_fast_path(request_bytes, status, headers, body) is fast
+    expected = outcome(False, request_bytes, status, headers, body, close, monkeypatch)
+    assert outcome(True, request_bytes, status, headers, body, close, monkeypatch) == expected
+
+
+def test_the_common_case_is_the_bytes_h11_writes() -> None:
+    out = ready(GET).send_full(200, plain(), b"hello")
+    assert out == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+
+
+def test_a_refused_response_leaves_the_connection_as_h11_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A length that does not match the body: h11 refuses it, the fast path
+    # never takes it, and the connection is in h11's ERROR state either way.
+    headers = triples((b"Content-Length", b"9"))
+    for whole in (False, True):
+        monkeypatch.setattr(connection, "_WHOLE", whole)
+        conn = ready(GET)
+        with pytest.raises(h11.LocalProtocolError):
+            conn.send_full(200, list(headers), b"hello")
+        assert conn._h11.our_state is h11.ERROR
+        assert not conn.can_answer
+
+
+REQUESTS = st.sampled_from(
+    [
+        GET,
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+    ]
+)
+NAMES = st.sampled_from(
+    [
+        b"Content-Length",
+        b"content-length",
+        b"Transfer-Encoding",
+        b"Connection",
+        b"Host",
+        b"Content-Type",
+        b"X-Thing",
+        b"Date",
+    ]
+)
+PLAIN_NAMES = st.sampled_from([b"Content-Type", b"X-Thing", b"Date", b"server"])
+VALUES = st.sampled_from(
+    [b"0", b"1", b"5", b"05", b"chunked", b"close", b"keep-alive", b"text/plain", b"x"]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    request_bytes=REQUESTS,
+    status=st.sampled_from([100, 199, 200, 201, 204, 299, 304, 404, 500, 999, 1000]),
+    plain_pairs=st.lists(st.tuples(PLAIN_NAMES, VALUES), max_size=4),
+    pairs=st.just([])
+    | st.lists(
+        st.tuples(NAMES, VALUES | st.builds(lambda n: b"%d" % n, st.integers(0, 6))), max_size=3
+    ),
+    body=st.sampled_from([b"", b"h", b"hello"]),
+    close=st.booleans(),
+    with_length=st.booleans(),
+    common=st.booleans(),
+)
+def test_same_as_h11_for_any_response(
+    request_bytes: bytes,
+    status: int,
+    plain_pairs: list[tuple[bytes, bytes]],
+    pairs: list[tuple[bytes, bytes]],
+    body: bytes,
+    close: bool,
+    with_length: bool,
+    common: bool,
+) -> None:
+    if common:  # half the examples near the fast path's case, to probe its edges
+        request_bytes, close, with_length = GET, False, True
+        pairs = pairs[:1]
+    pairs = plain_pairs + pairs
+    if with_length:  # the right length somewhere among them: the fast path's case, often
+        pairs.insert(len(pairs) // 2, (b"Content-Length", b"%d" % len(body)))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        headers = triples(*pairs)
+        expected = outcome(False, request_bytes, status, headers, body, close, monkeypatch)
+        assert outcome(True, request_bytes, status, headers, body, close, monkeypatch) == expected
+
+
+def test_the_probe_refuses_a_fast_path_that_leaves_another_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert connection._probe_whole() is True
+    original = HTTPConnection._send_whole
+
+    def keeps_the_writer(self: HTTPConnection, *args: Any) -> bytes | None:
+        writer = self._h11._writer
+        out = original(self, *args)
+        self._h11._writer = writer
+        return out
+
+    monkeypatch.setattr(HTTPConnection, "_send_whole", keeps_the_writer)
+    assert connection._probe_whole() is False
+
+    def other_bytes(self: HTTPConnection, *args: Any) -> bytes | None:
+        out = original(self, *args)
+        return None if out is None else out.replace(b"HTTP/1.1", b"HTTP/1.0")
+
+    monkeypatch.setattr(HTTPConnection, "_send_whole", other_bytes)
+    assert connection._probe_whole() is False
+
+    def breaks(self: HTTPConnection, *args: Any) -> bytes | None:
+        raise AttributeError("_cstate")  # as a release of h11 without the name would
+
+    monkeypatch.setattr(HTTPConnection, "_send_whole", breaks)
+    assert connection._probe_whole() is False
+
+
+def test_public_only_turns_the_fast_path_off() -> None:
+    code = "import aserve.connection as c; print(c.WHOLE_FAST, c._WHOLE)"
+    env = {**os.environ, "ASERVE_H11_PUBLIC_ONLY": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
