@@ -56,6 +56,7 @@ import importlib
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import FunctionType
@@ -225,6 +226,7 @@ class HTTPConnection:
         "is_head",
         "keep_alive_10",
         "header_pairs",
+        "_pool",
     )
 
     def __init__(
@@ -235,8 +237,12 @@ class HTTPConnection:
         max_body_size: int | None,
         lenient_framing: bool = False,
     ) -> None:
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        # h11's state machine while a request is under way; None while the
+        # connection waits for one with nothing received (see `_park`).
+        self._h11: h11.Connection | None = None
         self._max_head_size = max_head_size
+        # Where this connection's h11 connection waits while it is idle.
+        self._pool = _PARKED.setdefault(max_head_size, [])
         self._max_url_size = max_url_size
         self._max_body_size = max_body_size
         self._lenient = lenient_framing
@@ -262,30 +268,32 @@ class HTTPConnection:
         self.chunked = False
         self.is_head = False
         self.keep_alive_10 = False
-        self.header_pairs: list[tuple[bytes, bytes]] = []
+        self.header_pairs: Sequence[tuple[bytes, bytes]] = ()
 
     # -- bytes in ---------------------------------------------------------
 
     def receive(self, data: bytes) -> None:
         """Feed bytes from the socket; `b""` means the client closed its side."""
+        h = self._h11 or self._unpark()
         if self._framing and data:
             walked = self._follow_chunks(data)
             if walked:  # else held back (an unfinished framing line) or refused
-                self._h11.receive_data(walked)
+                h.receive_data(walked)
             return
-        self._h11.receive_data(data)
+        h.receive_data(data)
 
     def next_event(self) -> _Next:
         if self._error is not None:
             return self._error
         if self._at_head:
             return self._next_head()
-        if self.keep_alive_10 and self._h11.their_state is h11.MUST_CLOSE:
+        h = self._h11 or self._unpark()
+        if self.keep_alive_10 and h.their_state is h11.MUST_CLOSE:
             # An HTTP/1.0 keep-alive request is complete; h11 would call the next
             # one an error, but it waits for start_next_cycle() like any other.
             return PAUSED
         try:
-            return self._h11.next_event()
+            return h.next_event()
         except h11.RemoteProtocolError as exc:
             if exc.error_status_hint == 501:
                 # Only a trailer field makes h11 say so after the head: framing
@@ -294,7 +302,10 @@ class HTTPConnection:
             return self._refuse(exc.error_status_hint, _reason_text(str(exc)))
 
     def _next_head(self) -> _Next:
-        buf = self._h11._receive_buffer._data if PRIVATE_H11 else self._h11.trailing_data[0]
+        h = self._h11
+        if h is None:
+            return NEED_DATA  # parked: nothing received since the last request
+        buf = h._receive_buffer._data if PRIVATE_H11 else h.trailing_data[0]
         head: bytes | bytearray = b""
         if buf and buf[0] < 0x21:
             early = self._before_request_line(buf)
@@ -329,7 +340,7 @@ class HTTPConnection:
                     self._scan_from = end
                     self._searched = len(buf)
         try:
-            event = self._h11.next_event()
+            event = (self._h11 or self._unpark()).next_event()
         except h11.RemoteProtocolError as exc:
             return self._head_refused(exc, head)
         if type(event) is h11.Request:
@@ -357,7 +368,7 @@ class HTTPConnection:
         lone_cr = skip == size - 1 and buf[skip] == 13
         if skip:
             self._drop(skip)
-        if lone_cr and not self._h11.trailing_data[1]:
+        if lone_cr and not self._live().trailing_data[1]:
             return NEED_DATA  # a CR whose LF is still on its way
         return None
 
@@ -404,7 +415,7 @@ class HTTPConnection:
         # Plain chunked written with empty list elements (", chunked"): let h11
         # read the head again with the value it understands.
         head = _TE_LINE.sub(rb"\1 chunked\3", head)
-        rest, closed = self._h11.trailing_data
+        rest, closed = self._live().trailing_data
         self._rebuild(head + rest, closed)
         return self._next_head()
 
@@ -490,24 +501,24 @@ class HTTPConnection:
         limit = self._max_body_size
         self._body_room = _BODY_LIMIT if limit is None else limit
         if PRIVATE_H11:
-            buf = self._h11._receive_buffer._data
+            buf = self._live()._receive_buffer._data
             if buf:
                 walked = self._follow_chunks(buf)
                 if walked is not buf:
                     buf[:] = walked
             return
-        rest, closed = self._h11.trailing_data
+        rest, closed = self._live().trailing_data
         if rest:
             walked = self._follow_chunks(rest)
             if walked is not rest and self._error is None:
                 # h11's buffer cannot be edited through its public API: read
                 # the same head again on a fresh connection, then the walked bytes.
-                self._rebuild(bytes(head), False)
-                self._h11.next_event()
+                h = self._rebuild(bytes(head), False)
+                h.next_event()
                 if walked:
-                    self._h11.receive_data(walked)
+                    h.receive_data(walked)
                 if closed:
-                    self._h11.receive_data(b"")
+                    h.receive_data(b"")
 
     def _follow_chunks(self, data: _Bytes) -> _Bytes | bytes:
         """Walk the framing of a chunked body through `data` (bytes that follow
@@ -651,28 +662,61 @@ class HTTPConnection:
         """The bytes h11 holds and has not parsed: its own buffer when allowed
         to look (never to keep), else a copy."""
         if PRIVATE_H11:
-            return self._h11._receive_buffer._data
-        return self._h11.trailing_data[0]
+            return self._live()._receive_buffer._data
+        return self._live().trailing_data[0]
 
     def _drop(self, count: int) -> None:
         """Remove `count` bytes from the front of h11's buffer (only while it
         waits for a request head, where nothing else depends on them)."""
         self._scan_from = self._searched = 0
         if PRIVATE_H11:
-            self._h11._receive_buffer._extract(count)
+            self._live()._receive_buffer._extract(count)
         else:
-            data, closed = self._h11.trailing_data
+            data, closed = self._live().trailing_data
             self._rebuild(data[count:], closed)
 
-    def _rebuild(self, data: bytes, closed: bool) -> None:
+    def _rebuild(self, data: bytes, closed: bool) -> h11.Connection:
         # Only where a fresh connection fed `data` is the state machine wanted:
         # between requests (both sides IDLE), or to read a head once more.
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
+        h = self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
         if data:
-            self._h11.receive_data(data)
+            h.receive_data(data)
         if closed:
-            self._h11.receive_data(b"")
+            h.receive_data(b"")
         self._scan_from = self._searched = 0
+        return h
+
+    # -- parking ----------------------------------------------------------
+    #
+    # An idle keep-alive connection needs none of h11's state: between two
+    # requests, with nothing received, h11's connection is the same as a new
+    # one (the probe at the end of this module checks it, attribute by
+    # attribute, and parking is off if it is not so). So at the end of a
+    # request cycle with nothing buffered, the h11 connection goes back to a
+    # small shared pool, and the next bytes take one from it (or make one).
+    # Idle connections then hold none of h11's objects (about 800 bytes
+    # each), and a request costs a list append and pop instead.
+
+    def _live(self) -> h11.Connection:
+        return self._h11 or self._unpark()
+
+    def _unpark(self) -> h11.Connection:
+        try:
+            h = self._pool.pop()
+        except IndexError:
+            h = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
+        self._h11 = h
+        return h
+
+    def _park(self, h: h11.Connection) -> None:
+        """After `h.start_next_cycle()` with nothing buffered or closed: give `h` back."""
+        # All that start_next_cycle leaves of the last request (the probe
+        # checks that nothing else is left).
+        h.their_http_version = None
+        pool = self._pool
+        if len(pool) < PARKED_MAX:
+            pool.append(h)
+        self._h11 = None
 
     def _refuse(self, status: int, reason: str) -> RequestError:
         error = self._error = RequestError(status, reason)
@@ -683,7 +727,7 @@ class HTTPConnection:
     @property
     def request_complete(self) -> bool:
         """The client has sent the whole current request (body included)."""
-        state = self._h11.their_state
+        state = (self._h11 or self._unpark()).their_state
         return (
             state is h11.DONE
             or state is h11.MUST_CLOSE
@@ -696,36 +740,37 @@ class HTTPConnection:
     @property
     def can_answer(self) -> bool:
         """A response (an error answer, say) may still be sent on this connection."""
-        state = self._h11.our_state
+        state = (self._h11 or self._unpark()).our_state
         return state is h11.IDLE or state is h11.SEND_RESPONSE
 
     @property
     def waiting_for_continue(self) -> bool:
-        return self._h11.they_are_waiting_for_100_continue
+        return (self._h11 or self._unpark()).they_are_waiting_for_100_continue
 
     @property
     def keep_alive(self) -> bool:
         """Another request may follow on this connection once this one is done."""
+        h = self._h11 or self._unpark()
         return (
-            self._h11.our_state is h11.DONE
-            and self._h11.their_state is h11.DONE
-            or (
-                self.keep_alive_10
-                and self._h11.our_state is h11.MUST_CLOSE
-                and self.request_complete
-            )
+            h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+            or (self.keep_alive_10 and h.our_state is h11.MUST_CLOSE and self.request_complete)
         )
 
     def start_next_cycle(self) -> None:
         """Reset for the next request; only after `keep_alive` said yes."""
+        h = self._h11 or self._unpark()
         if self.keep_alive_10:
             # h11 never keeps an HTTP/1.0 connection alive; a fresh state machine
             # picks up the bytes already received.
-            data, closed = self._h11.trailing_data
+            data, closed = h.trailing_data
             self._rebuild(data, closed)
             self.keep_alive_10 = False
         else:
-            self._h11.start_next_cycle()
+            h.start_next_cycle()
+            if _PARK and not h._receive_buffer._data and not h._receive_buffer_closed:
+                self._park(h)
+        self.header_pairs = ()
         self._at_head = True
         self._scan_from = self._searched = self._empty_lines = 0
         self._framing = _OFF
@@ -733,21 +778,24 @@ class HTTPConnection:
     @property
     def response_done(self) -> bool:
         """The whole response went out and the connection may carry another."""
-        return self._h11.our_state is h11.DONE
+        return (self._h11 or self._unpark()).our_state is h11.DONE
 
     @property
     def receiving_body(self) -> bool:
         """The client is (legitimately) still sending the current request body."""
-        return self._h11.their_state is h11.SEND_BODY
+        return (self._h11 or self._unpark()).their_state is h11.SEND_BODY
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet turned into events (pipelined requests)."""
         # h11 exposes the buffer only as a copy (trailing_data); its length is
         # asked after every request, so read it directly when allowed.
+        h = self._h11
+        if h is None:
+            return 0
         if PRIVATE_H11:
-            return len(self._h11._receive_buffer._data)
-        return len(self._h11.trailing_data[0])
+            return len(h._receive_buffer._data)
+        return len(h.trailing_data[0])
 
     @property
     def switch_offered(self) -> bool:
@@ -755,30 +803,32 @@ class HTTPConnection:
         `Upgrade` header): h11 holds the connection until we answer. Asked
         only by a handler that would switch (a WebSocket), never per request."""
         # A public state of h11's that its __all__ leaves out.
-        return self._h11.their_state is h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
+        return self._live().their_state is h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
 
     def switch_protocols(self, headers: HeaderTriples) -> tuple[bytes, bytes] | None:
         """`101 Switching Protocols` with `headers`, and the bytes received
         after the request (the start of the new protocol); h11 then leaves the
         connection. None when no switch is on offer or a response has begun."""
-        if not self.switch_offered or self._h11.our_state is not h11.SEND_RESPONSE:
+        h = self._live()
+        if not self.switch_offered or h.our_state is not h11.SEND_RESPONSE:
             return None
-        head = self._h11.send(
+        head = h.send(
             h11.InformationalResponse(
                 status_code=101,
                 headers=[(raw, value) for raw, _, value in headers],
                 reason=b"Switching Protocols",
             )
         )
-        return head or b"", self._h11.trailing_data[0]
+        return head or b"", h.trailing_data[0]
 
     # -- bytes out --------------------------------------------------------
 
     def send_continue(self) -> bytes:
         """`100 Continue`, or nothing when the client is not waiting for it."""
-        if not self._h11.they_are_waiting_for_100_continue:
+        h = self._live()
+        if not h.they_are_waiting_for_100_continue:
             return b""
-        return self._h11.send(_CONTINUE)
+        return h.send(_CONTINUE)
 
     def send_full(
         self, status: int, headers: HeaderTriples, body: bytes, *, close: bool = False
@@ -799,7 +849,7 @@ class HTTPConnection:
         the headers (h11 writes a Host first). h11 would write exactly these
         bytes and end with its server state DONE, its writer None and no
         100-continue pending (the import-time probe holds it to that)."""
-        h = self._h11
+        h = self._h11 or self._unpark()
         cstate = h._cstate
         states = cstate.states
         if (
@@ -856,7 +906,7 @@ class HTTPConnection:
         return self._emit(h11.Data(data=data))
 
     def send_end(self) -> bytes:
-        return self._h11.send(_END)
+        return (self._h11 or self._unpark()).send(_END)
 
     def _send_head(self, status: int, headers: HeaderTriples, close: bool) -> list[bytes]:
         keep_alive_10 = self.keep_alive_10
@@ -893,7 +943,7 @@ class HTTPConnection:
 
     def _emit(self, event: h11.Event) -> list[bytes]:
         # Returns None only for ConnectionClosed, which is never sent here.
-        return self._h11.send_with_data_passthrough(event) or []
+        return (self._h11 or self._unpark()).send_with_data_passthrough(event) or []
 
     def send_error(
         self, status: int, reason: str, extra_headers: HeaderTriples | None = None
@@ -901,6 +951,12 @@ class HTTPConnection:
         """A plain-text error answer that closes the connection, if one can still be sent."""
         if not self.can_answer:
             return b""
+        if self._at_head:
+            # No head of this cycle was read: nothing of the last request (a
+            # HEAD, whose answer has no body) may shape this one. A new h11
+            # connection answers it; this one closes after it anyway.
+            self.is_head = False
+            self._rebuild(b"", False)
         self.keep_alive_10 = False
         body = reason.encode("utf-8", "replace") + b"\n"
         headers: HeaderTriples = [
@@ -923,6 +979,11 @@ _SEND_RESPONSE: Final = h11.SEND_RESPONSE
 # Headers that take a response off the common case (`_send_whole`).
 _NOT_WHOLE: Final = frozenset({b"transfer-encoding", b"connection", b"host"})
 _WHOLE = False  # until the probe at the end of this module has run
+#: h11 connections of idle keep-alive connections, by max_incomplete_event_size.
+_PARKED: dict[int, list[h11.Connection]] = {}
+#: At most this many wait in each pool; beyond, they are freed.
+PARKED_MAX: Final = 256
+_PARK = False  # until the probe at the end of this module has run
 
 
 def _valid_host(host: bytes | bytearray) -> bool:
@@ -1078,7 +1139,7 @@ def _probe_whole() -> bool:
                 conn.receive(request)
                 while type(conn.next_event()) is not h11.EndOfMessage:
                     pass
-                steps.append(_snapshot(conn._h11))
+                steps.append(_snapshot(conn._live()))
                 headers: HeaderTriples = [
                     (b"Content-Type", b"content-type", b"text/plain"),
                     (b"content-length", b"content-length", b"5"),
@@ -1087,9 +1148,9 @@ def _probe_whole() -> bool:
                     out = conn._send_whole(404, headers, b"hello")
                 else:
                     out = conn._send_parts(404, headers, b"hello", False)
-                steps.append((out, _snapshot(conn._h11), conn.keep_alive, conn.response_done))
+                steps.append((out, _snapshot(conn._live()), conn.keep_alive, conn.response_done))
                 conn.start_next_cycle()
-                steps.append(_snapshot(conn._h11))
+                steps.append(_snapshot(conn._live()))
             runs.append(steps)
         return runs[0] == runs[1]
     except Exception:
@@ -1099,3 +1160,39 @@ def _probe_whole() -> bool:
 _WHOLE = _probe_whole()
 #: Whether whole responses skip h11's send() on the common case (see `_send_whole`).
 WHOLE_FAST: Final = _WHOLE
+
+
+def _probe_park() -> bool:
+    """Whether an h11 connection at the end of a request cycle, as `_park`
+    leaves it, is the same as a new one, attribute by attribute: after a GET,
+    a HEAD, and a POST that asked for 100-continue."""
+    if not PRIVATE_H11:
+        return False
+    try:
+        fresh = _snapshot(h11.Connection(h11.SERVER, max_incomplete_event_size=16384))
+        for request in (
+            b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /b HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        ):
+            conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+            conn.receive(request)
+            while type(conn.next_event()) is not h11.EndOfMessage:
+                pass
+            headers: HeaderTriples = [(b"content-length", b"content-length", b"5")]
+            conn._send_parts(200, headers, b"hello", False)
+            h = conn._live()
+            h.start_next_cycle()
+            conn._park(h)
+            if conn._h11 is not None or _snapshot(h) != fresh:
+                return False
+        return True
+    except Exception:
+        return False
+    finally:
+        _PARKED.pop(16384, None)  # the probe's pool, whatever it holds
+
+
+_PARK = _probe_park()
+#: Whether idle keep-alive connections give their h11 connection back (see `_park`).
+PARK: Final = _PARK

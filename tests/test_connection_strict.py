@@ -477,6 +477,32 @@ def test_refusing_a_head_request_sends_no_body() -> None:
     assert reply.endswith(b"\r\n\r\n")
 
 
+@pytest.mark.parametrize("first", [b"HEAD", b"GET"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+    ],
+    ids=["h11-refuses", "aserve-refuses"],
+)
+def test_a_bad_request_after_a_kept_alive_one_gets_its_answer_with_a_body(
+    first: bytes, bad: bytes
+) -> None:
+    # The error answer is the answer to the bad request, not shaped by the one
+    # before it: after a HEAD, it still has its body.
+    conn = make()
+    events = feed(get(b"Host: a", start=first + b" / HTTP/1.1"), split=False, conn=conn)
+    assert isinstance(events[0], h11.Request)
+    conn.send_full(200, [(b"content-length", b"content-length", b"5")], b"hello")
+    assert conn.keep_alive
+    conn.start_next_cycle()
+    error = refusal(feed(bad, split=False, conn=conn))
+    reply = conn.send_error(error.status, error.reason)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert reply.endswith(b"\r\n\r\n" + error.reason.encode() + b"\n")
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -1,11 +1,18 @@
-"""The whole-response fast path (`HTTPConnection._send_whole`) against h11's own `send()`.
+"""h11's fast paths in `HTTPConnection`, each against h11's public API.
 
-Every response is sent twice, on two connections fed the same request: once
-with the fast path on and once through h11's three `send()` calls. The bytes
-out, every attribute of the h11 connection afterwards, the keep-alive answer
-and the next request cycle must be the same, or both must refuse the response
-with the same error. The import-time probe that turns the fast path on must
-turn it off when the fast path leaves h11 in any other state.
+Whole responses (`_send_whole`): every response is sent twice, on two
+connections fed the same request: once with the fast path on and once through
+h11's three `send()` calls. The bytes out, every attribute of the h11
+connection afterwards, the keep-alive answer and the next request cycle must be
+the same, or both must refuse the response with the same error.
+
+Parking (`_park`): an idle keep-alive connection gives its h11 connection back
+to a pool; the next request on it must go exactly as it would have on the
+connection it kept.
+
+The import-time probes that turn each path on must turn it off when the path
+leaves h11 in any other state. Under ASERVE_H11_PUBLIC_ONLY=1 both are off
+(the last test checks it in a subprocess).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from aserve import connection
 from aserve.connection import HeaderTriples, HTTPConnection
 
 pytestmark = pytest.mark.skipif(
-    not connection.WHOLE_FAST, reason="ASERVE_H11_PUBLIC_ONLY=1: the fast path is off"
+    not (connection.WHOLE_FAST and connection.PARK),
+    reason="ASERVE_H11_PUBLIC_ONLY=1 is set: h11's fast paths are off (`make test` runs "
+    "this module without it)",
 )
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -360,10 +369,162 @@ def test_the_probe_refuses_a_fast_path_that_leaves_another_state(
     assert connection._probe_whole() is False
 
 
-def test_public_only_turns_the_fast_path_off() -> None:
-    code = "import aserve.connection as c; print(c.WHOLE_FAST, c._WHOLE)"
+# --------------------------------------------------------------------------- parking
+
+
+def answer(conn: HTTPConnection) -> bytes:
+    return conn.send_full(200, plain(), b"hello")
+
+
+def test_an_idle_connection_holds_no_h11_state() -> None:
+    conn = ready(GET)
+    answer(conn)
+    kept = conn._live()
+    conn.start_next_cycle()
+    assert conn._h11 is None
+    assert conn.header_pairs == ()
+    assert conn.buffered == 0
+    assert conn.next_event() is h11.NEED_DATA
+    assert conn._h11 is None  # asking for an event with nothing received unparks nothing
+    # The next bytes take an h11 connection from the pool: the one just given back.
+    conn.receive(NEXT)
+    assert conn._h11 is kept
+    event = conn.next_event()
+    assert type(event) is h11.Request
+    assert event.target == b"/next"
+
+
+def test_a_new_connection_takes_h11_state_with_its_first_bytes() -> None:
+    conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=None)
+    assert conn._h11 is None
+    assert conn.next_event() is h11.NEED_DATA
+    conn.receive(GET)
+    assert type(conn.next_event()) is h11.Request
+
+
+@pytest.mark.parametrize(
+    "after",
+    [NEXT, NEXT[:10], b"\r\n", b""],
+    ids=["pipelined request", "part of a head", "empty line", "client closed"],
+)
+def test_a_connection_with_bytes_buffered_keeps_its_h11_state(after: bytes) -> None:
+    conn = ready(GET)
+    conn.receive(after)
+    answer(conn)
+    conn.start_next_cycle()
+    assert conn._h11 is not None
+
+
+def test_the_pool_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "_PARKED", {})
+    conns = [ready(GET) for _ in range(connection.PARKED_MAX + 10)]
+    for conn in conns:
+        answer(conn)
+        conn.start_next_cycle()
+        assert conn._h11 is None
+    assert [len(pool) for pool in connection._PARKED.values()] == [connection.PARKED_MAX]
+
+
+def test_pools_are_kept_apart_by_head_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "_PARKED", {})
+    for size in (1024, 4096):
+        conn = HTTPConnection(max_head_size=size, max_url_size=512, max_body_size=None)
+        conn.receive(GET)
+        while type(conn.next_event()) is not h11.EndOfMessage:
+            pass
+        answer(conn)
+        conn.start_next_cycle()
+    assert sorted(connection._PARKED) == [1024, 4096]
+    for size, pool in connection._PARKED.items():
+        assert [h._max_incomplete_event_size for h in pool] == [size]
+
+
+SEQUENCE_REQUESTS = st.sampled_from(
+    [
+        GET,
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        b"",
+    ]
+)
+
+
+def run_sequence(park: bool, requests: list[bytes], statuses: list[int]) -> list[Any]:
+    """Requests one after another on one connection, each answered when it is
+    whole; everything the connection says, as text."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(connection, "_PARK", park)
+        conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=100)
+        said: list[Any] = []
+        for request, status in zip(requests, statuses, strict=True):
+            conn.receive(request)
+            while True:
+                event = conn.next_event()
+                said.append(repr(event))
+                if isinstance(event, connection.RequestError):
+                    said.append(conn.send_error(event.status, event.reason))
+                    return said
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    break
+                if type(event) is h11.EndOfMessage:
+                    body = b"" if status == 204 else b"hello"
+                    said.append(conn.send_full(status, plain(body), body))
+                    said.append((conn.keep_alive, conn.response_done))
+                    if not conn.keep_alive:
+                        return said
+                    conn.start_next_cycle()
+                if type(event) is h11.ConnectionClosed:
+                    return said
+        return said
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(SEQUENCE_REQUESTS, min_size=1, max_size=6),
+    statuses=st.lists(st.sampled_from([200, 204, 404]), min_size=6, max_size=6),
+)
+def test_a_parked_connection_serves_as_one_that_kept_its_state(
+    requests: list[bytes], statuses: list[int]
+) -> None:
+    statuses = statuses[: len(requests)]
+    assert run_sequence(True, requests, statuses) == run_sequence(False, requests, statuses)
+    # And the same again with the requests coming in one write, pipelined.
+    joined = [b"".join(requests)]
+    assert run_sequence(True, joined, statuses[:1]) == run_sequence(False, joined, statuses[:1])
+
+
+def test_the_probe_refuses_a_park_that_leaves_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert connection._probe_park() is True
+    original = HTTPConnection._park
+
+    def keeps_the_version(self: HTTPConnection, h: h11.Connection) -> None:
+        version = h.their_http_version
+        original(self, h)
+        h.their_http_version = version
+
+    monkeypatch.setattr(HTTPConnection, "_park", keeps_the_version)
+    assert connection._probe_park() is False
+
+    def leaves_a_method(self: HTTPConnection, h: h11.Connection) -> None:
+        original(self, h)
+        h._request_method = b"HEAD"
+
+    monkeypatch.setattr(HTTPConnection, "_park", leaves_a_method)
+    assert connection._probe_park() is False
+    assert 16384 not in connection._PARKED  # the probe leaves nothing in a pool
+
+
+def test_public_only_turns_the_fast_paths_off() -> None:
+    code = "import aserve.connection as c; print(c.WHOLE_FAST, c._WHOLE, c.PARK, c._PARK)"
     env = {**os.environ, "ASERVE_H11_PUBLIC_ONLY": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False", "False"]
