@@ -44,6 +44,10 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONDEVMODE", None)
     env.pop("PYTHONASYNCIODEBUG", None)
+    # Servers start as they do for a user: with bytecode caches. Without them a
+    # project run from its source tree compiles every module at each start,
+    # while the peers' installed packages come compiled.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if extra:
         env.update(extra)
     return env
