@@ -353,6 +353,10 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 RESET_SHAPES = [
     "before-any-byte",
     "mid-head",
+    # A kept-alive connection whose h11 state went back to the pool (parked),
+    # reset while idle, and reset in the head of its second request.
+    "idle-after-a-request",
+    "mid-second-head",
     "mid-body",
     "stream-at-once",
     "mid-stream-unread",
@@ -374,6 +378,16 @@ async def reset_once(port: int, handler: Faulty, shape: str, i: int) -> None:
         elif shape == "mid-head":
             head = b"GET /upload?id=%d HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n" % i
             await loop.sock_sendall(sock, head[: 5 + i % (len(head) - 5)])
+        elif shape in ("idle-after-a-request", "mid-second-head"):
+            await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = await recv_at_least(sock, 1)
+            while not answer.endswith(b"ok\n"):
+                answer += await recv_at_least(sock, 1)
+            if shape == "mid-second-head":
+                head = b"GET /?id=%d HTTP/1.1\r\nHost: t\r\n" % i
+                await loop.sock_sendall(sock, head[: 1 + i % (len(head) - 1)])
+            else:
+                await asyncio.sleep(0.01 * (i % 3))  # parked, then reset
         elif shape == "mid-body":
             await loop.sock_sendall(
                 sock,
