@@ -252,9 +252,9 @@ class Config:
             if value is not None and not (0 < value < math.inf):
                 raise ConfigError(f"{name} must be a finite number of seconds above 0, not {value}")
         if self.ws == "wsproto":
-            from .wsconnection import AVAILABLE  # sans-IO; wsproto imported, if it is there
+            from .wsconnection import available  # sans-IO; imports wsproto, if it is there
 
-            if not AVAILABLE:
+            if not available():
                 raise ConfigError(
                     "ws='wsproto' but wsproto is not installed: pip install 'aserve[ws]'"
                 )

@@ -893,7 +893,7 @@ class HTTPProtocol(Watched, asyncio.Protocol):
         acceptor = self._state.websockets
         if acceptor is None or self._phase != BUSY or not self._conn.switch_offered:
             return None
-        return acceptor
+        return acceptor if acceptor.ready() else None
 
     def switch_protocols(self, headers: HeaderTriples, successor: Any) -> bool:
         """Answer the request being handled with `101 Switching Protocols`

@@ -44,8 +44,10 @@ before it is refused (deflate's ratio is at most 1032:1). Otherwise at most
 the message being assembled is held, up to `max_size`, and a simple frame of
 at most `FAST_MAX` bytes until it is whole.
 
-wsproto is an optional dependency (``pip install 'aserve[ws]'``): without it
-the handshake functions still work, `AVAILABLE` is False and `WSConnection`
+wsproto is an optional dependency (``pip install 'aserve[ws]'``), and it is
+imported with the first WebSocket, not with aserve (it is about 40 ms of a
+server's start-up): `available()` imports it once and says whether that
+worked. Without it the handshake functions still work and `WSConnection`
 cannot be made; the server then never upgrades a connection.
 
 This module never imports asyncio: it is tested with tables of bytes.
@@ -61,18 +63,46 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-try:
+if TYPE_CHECKING:  # at run time, imported by available()
     from wsproto import ConnectionType
     from wsproto.connection import Connection, ConnectionState
     from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
     from wsproto.extensions import PerMessageDeflate
     from wsproto.frame_protocol import CloseReason
-except ImportError:  # pragma: no cover - the core install has no wsproto
-    AVAILABLE = False
-else:
-    AVAILABLE = True
+
+_imported: bool | None = None  # whether wsproto imported, once tried
+
+
+def available() -> bool:
+    """Whether wsproto is installed; the first call imports it."""
+    global _imported
+    if _imported is None:
+        try:
+            from wsproto import ConnectionType
+            from wsproto.connection import Connection, ConnectionState
+            from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+            from wsproto.extensions import PerMessageDeflate
+            from wsproto.frame_protocol import CloseReason
+        except ImportError:  # the core install has no wsproto
+            _imported = False
+        else:
+            globals().update(
+                ConnectionType=ConnectionType,
+                Connection=Connection,
+                ConnectionState=ConnectionState,
+                BytesMessage=BytesMessage,
+                CloseConnection=CloseConnection,
+                Ping=Ping,
+                Pong=Pong,
+                TextMessage=TextMessage,
+                PerMessageDeflate=PerMessageDeflate,
+                CloseReason=CloseReason,
+            )
+            _imported = True
+    return _imported
+
 
 #: What to install for WebSockets, for error messages.
 EXTRA: Final = "pip install 'aserve[ws]'"
@@ -409,7 +439,7 @@ class WSConnection:
     )
 
     def __init__(self, max_size: int, deflate: Deflate | None = None, data: bytes = b"") -> None:
-        if not AVAILABLE:
+        if not available():
             raise RuntimeError(f"WebSockets need wsproto: {EXTRA}")
         extensions: list[Any] = []
         if deflate is not None:

@@ -83,6 +83,12 @@ class Acceptor:
     def __init__(self, state: ServerState) -> None:
         self._state = state
 
+    @staticmethod
+    def ready() -> bool:
+        """Whether WebSockets can be served: wsproto imports (asked, and
+        wsproto imported, with the first request that asks for one)."""
+        return ws.available()
+
     def accept(
         self,
         peer: SwitchingPeer,
@@ -651,6 +657,6 @@ def _short(reason: str) -> str:
 
 def make_acceptor(state: ServerState) -> Acceptor | None:
     """The server's acceptor, or None when it serves no WebSockets."""
-    if state.config.ws == "none" or not ws.AVAILABLE:
+    if state.config.ws == "none":
         return None
     return Acceptor(state)

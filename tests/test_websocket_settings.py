@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -128,3 +130,58 @@ def test_without_wsproto_an_upgrade_is_plain_http(
     assert _get(running.port, "/ws", {})[0] == 426
     code, stderr = running.stop()
     assert code == 0, stderr
+
+
+LAZY = textwrap.dedent(
+    """
+    import asyncio, sys
+    import aserve
+
+    app = aserve.App()
+
+    @app.get("/")
+    async def home(request):
+        return aserve.PlainTextResponse("ok")
+
+    @app.websocket("/ws")
+    async def echo(ws):
+        await ws.accept()
+        await ws.close()
+
+    async def ask(port, head):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        line = await reader.readline()
+        writer.close()
+        return line.split()[1].decode()
+
+    async def main():
+        server = aserve.Server(app, port=0)
+        await server.start()
+        port = server.port
+        print(await ask(port, b"GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n"), "wsproto" in sys.modules)
+        print(
+            await ask(
+                port,
+                b"GET /ws HTTP/1.1\\r\\nHost: a\\r\\nUpgrade: websocket\\r\\n"
+                b"Connection: Upgrade\\r\\nSec-WebSocket-Version: 13\\r\\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n",
+            ),
+            "wsproto" in sys.modules,
+        )
+        await server.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_wsproto_is_imported_with_the_first_websocket_not_at_start_up(tmp_path: Path) -> None:
+    # About 40 ms of a server's start-up, for servers that may never see one.
+    script = tmp_path / "lazy.py"
+    script.write_text(LAZY)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["200 False", "101 True"]
