@@ -343,7 +343,7 @@ class HTTPProtocol(Watched, asyncio.Protocol):
         if conn.chunked or conn.content_length:
             body = self._body = BodyStream(self, state.config.max_body_size)
         else:
-            conn.next_event()  # the EndOfMessage of a request without a body
+            conn.end_bodiless()  # the EndOfMessage of a request without a body
         request = Request(
             event.method,
             event.target,

@@ -10,6 +10,9 @@ Parking (`_park`): an idle keep-alive connection gives its h11 connection back
 to a pool; the next request on it must go exactly as it would have on the
 connection it kept.
 
+Bodiless ends (`end_bodiless`): the end of a request without a body, taken
+without asking h11 for its EndOfMessage, must leave h11 as the event does.
+
 The import-time probes that turn each path on must turn it off when the path
 leaves h11 in any other state. Under ASERVE_H11_PUBLIC_ONLY=1 both are off
 (the last test checks it in a subprocess).
@@ -31,7 +34,7 @@ from aserve import connection
 from aserve.connection import HeaderTriples, HTTPConnection
 
 pytestmark = pytest.mark.skipif(
-    not (connection.WHOLE_FAST and connection.PARK),
+    not (connection.WHOLE_FAST and connection.PARK and connection.BODILESS_FAST),
     reason="ASERVE_H11_PUBLIC_ONLY=1 is set: h11's fast paths are off (`make test` runs "
     "this module without it)",
 )
@@ -456,11 +459,14 @@ SEQUENCE_REQUESTS = st.sampled_from(
 )
 
 
-def run_sequence(park: bool, requests: list[bytes], statuses: list[int]) -> list[Any]:
+def run_sequence(fast: bool, requests: list[bytes], statuses: list[int]) -> list[Any]:
     """Requests one after another on one connection, each answered when it is
-    whole; everything the connection says, as text."""
+    whole, the end of a request without a body taken as the engine takes it;
+    everything the connection says, as text. `fast`: h11's fast paths on
+    (parking, whole responses, bodiless ends), else all off."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(connection, "_PARK", park)
+        for name in ("_PARK", "_WHOLE", "_BODILESS"):
+            monkeypatch.setattr(connection, name, fast)
         conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=100)
         said: list[Any] = []
         for request, status in zip(requests, statuses, strict=True):
@@ -473,6 +479,10 @@ def run_sequence(park: bool, requests: list[bytes], statuses: list[int]) -> list
                     return said
                 if event is h11.NEED_DATA or event is h11.PAUSED:
                     break
+                if type(event) is h11.Request and not (conn.chunked or conn.content_length):
+                    conn.end_bodiless()
+                    said.append(connection._snapshot(conn._live()))
+                    event = h11.EndOfMessage()
                 if type(event) is h11.EndOfMessage:
                     body = b"" if status == 204 else b"hello"
                     said.append(conn.send_full(status, plain(body), body))
@@ -490,7 +500,7 @@ def run_sequence(park: bool, requests: list[bytes], statuses: list[int]) -> list
     requests=st.lists(SEQUENCE_REQUESTS, min_size=1, max_size=6),
     statuses=st.lists(st.sampled_from([200, 204, 404]), min_size=6, max_size=6),
 )
-def test_a_parked_connection_serves_as_one_that_kept_its_state(
+def test_the_fast_paths_serve_any_sequence_as_h11_alone_does(
     requests: list[bytes], statuses: list[int]
 ) -> None:
     statuses = statuses[: len(requests)]
@@ -498,6 +508,82 @@ def test_a_parked_connection_serves_as_one_that_kept_its_state(
     # And the same again with the requests coming in one write, pipelined.
     joined = [b"".join(requests)]
     assert run_sequence(True, joined, statuses[:1]) == run_sequence(False, joined, statuses[:1])
+
+
+# --------------------------------------------------------------------------- bodiless ends
+
+
+BODILESS = [
+    # (name, request, fast)
+    ("GET", GET, True),
+    ("HEAD", b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", True),
+    ("DELETE, length 0", b"DELETE / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", True),
+    ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", True),
+    ("100-continue", b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", True),
+    ("pipelined", GET + NEXT, True),
+    ("close asked", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", False),
+    (
+        "upgrade on offer",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        False,
+    ),
+    ("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n", False),
+    ("HTTP/1.0 keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "fast"), [case[1:] for case in BODILESS], ids=[c[0] for c in BODILESS]
+)
+def test_a_bodiless_end_is_h11s(
+    request_bytes: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def after(bodiless: bool) -> list[Any]:
+        monkeypatch.setattr(connection, "_BODILESS", bodiless)
+        conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=None)
+        conn.receive(request_bytes)
+        assert type(conn.next_event()) is h11.Request
+        conn.end_bodiless()
+        said: list[Any] = [connection._snapshot(conn._live()), conn.request_complete]
+        said.append(conn.send_full(200, plain(), b"hello"))
+        said.append((conn.keep_alive, connection._snapshot(conn._live())))
+        if conn.keep_alive:
+            conn.start_next_cycle()
+            said.append(repr(conn.next_event()))
+        return said
+
+    conn = HTTPConnection(max_head_size=4096, max_url_size=1024, max_body_size=None)
+    conn.receive(request_bytes)
+    conn.next_event()
+    assert conn._end_here() is fast
+    assert after(True) == after(False)
+
+
+def test_the_probe_refuses_a_bodiless_end_that_leaves_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert connection._probe_bodiless() is True
+    original = HTTPConnection._end_here
+
+    def keeps_the_reader(self: HTTPConnection) -> bool:
+        h = self._live()
+        reader = h._reader
+        done = original(self)
+        h._reader = reader
+        return done
+
+    monkeypatch.setattr(HTTPConnection, "_end_here", keeps_the_reader)
+    assert connection._probe_bodiless() is False
+
+    def leaves_the_continue(self: HTTPConnection) -> bool:
+        h = self._live()
+        waiting = h.client_is_waiting_for_100_continue
+        done = original(self)
+        h.client_is_waiting_for_100_continue = waiting
+        return done
+
+    monkeypatch.setattr(HTTPConnection, "_end_here", leaves_the_continue)
+    assert connection._probe_bodiless() is False
 
 
 def test_the_probe_refuses_a_park_that_leaves_state(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,9 +608,12 @@ def test_the_probe_refuses_a_park_that_leaves_state(monkeypatch: pytest.MonkeyPa
 
 
 def test_public_only_turns_the_fast_paths_off() -> None:
-    code = "import aserve.connection as c; print(c.WHOLE_FAST, c._WHOLE, c.PARK, c._PARK)"
+    code = (
+        "import aserve.connection as c; "
+        "print(c.WHOLE_FAST, c._WHOLE, c.PARK, c._PARK, c.BODILESS_FAST, c._BODILESS)"
+    )
     env = {**os.environ, "ASERVE_H11_PUBLIC_ONLY": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "False", "False", "False"]
+    assert out.stdout.split() == ["False"] * 6
