@@ -559,30 +559,21 @@ def test_a_bodiless_end_is_h11s(
     assert after(True) == after(False)
 
 
+@pytest.mark.parametrize("attribute", ["_reader", "client_is_waiting_for_100_continue"])
 def test_the_probe_refuses_a_bodiless_end_that_leaves_state(
-    monkeypatch: pytest.MonkeyPatch,
+    attribute: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert connection._probe_bodiless() is True
     original = HTTPConnection._end_here
 
-    def keeps_the_reader(self: HTTPConnection) -> bool:
+    def leaves_it(self: HTTPConnection) -> bool:
         h = self._live()
-        reader = h._reader
+        before = getattr(h, attribute)
         done = original(self)
-        h._reader = reader
+        setattr(h, attribute, before)
         return done
 
-    monkeypatch.setattr(HTTPConnection, "_end_here", keeps_the_reader)
-    assert connection._probe_bodiless() is False
-
-    def leaves_the_continue(self: HTTPConnection) -> bool:
-        h = self._live()
-        waiting = h.client_is_waiting_for_100_continue
-        done = original(self)
-        h.client_is_waiting_for_100_continue = waiting
-        return done
-
-    monkeypatch.setattr(HTTPConnection, "_end_here", leaves_the_continue)
+    monkeypatch.setattr(HTTPConnection, "_end_here", leaves_it)
     assert connection._probe_bodiless() is False
 
 
