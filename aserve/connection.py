@@ -734,6 +734,7 @@ class HTTPConnection:
     # each), and a request costs a list append and pop instead.
 
     def _live(self) -> h11.Connection:
+        # The per-request paths write this inline, a call fewer each.
         return self._h11 or self._unpark()
 
     def _unpark(self) -> h11.Connection:
@@ -806,7 +807,10 @@ class HTTPConnection:
             h.start_next_cycle()
             if _PARK and not h._receive_buffer._data and not h._receive_buffer_closed:
                 self._park(h)
+        # Nothing of the last request may shape what follows: an error answer
+        # to a head that cannot be read has its body even after a HEAD.
         self.header_pairs = ()
+        self.is_head = False
         self._at_head = True
         self._scan_from = self._searched = self._empty_lines = 0
         self._framing = _OFF
@@ -987,12 +991,6 @@ class HTTPConnection:
         """A plain-text error answer that closes the connection, if one can still be sent."""
         if not self.can_answer:
             return b""
-        if self._at_head:
-            # No head of this cycle was read: nothing of the last request (a
-            # HEAD, whose answer has no body) may shape this one. A new h11
-            # connection answers it; this one closes after it anyway.
-            self.is_head = False
-            self._rebuild(b"", False)
         self.keep_alive_10 = False
         body = reason.encode("utf-8", "replace") + b"\n"
         headers: HeaderTriples = [
@@ -1148,6 +1146,14 @@ def _reason_text(message: str) -> str:
     return ("Bad request: " + text)[:200]
 
 
+def _probe_connection() -> HTTPConnection:
+    """A connection for the probes, with a pool of its own: what they park
+    never reaches a server's connections."""
+    conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+    conn._pool = []
+    return conn
+
+
 def _snapshot(h: h11.Connection) -> dict[str, Any]:
     """What an h11 connection holds, comparable between two connections."""
     shot: dict[str, Any] = {}
@@ -1172,7 +1178,7 @@ def _probe_whole() -> bool:
     try:
         runs = []
         for whole in (False, True):
-            conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+            conn = _probe_connection()
             steps: list[Any] = []
             for request in (
                 b"GET /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
@@ -1217,7 +1223,7 @@ def _probe_park() -> bool:
             b"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n",
             b"POST /b HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
         ):
-            conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+            conn = _probe_connection()
             conn.receive(request)
             while type(conn.next_event()) is not h11.EndOfMessage:
                 pass
@@ -1231,8 +1237,6 @@ def _probe_park() -> bool:
         return True
     except Exception:
         return False
-    finally:
-        _PARKED.pop(16384, None)  # the probe's pool, whatever it holds
 
 
 _PARK = _probe_park()
@@ -1263,7 +1267,7 @@ def _probe_bodiless() -> bool:
         ):
             runs = []
             for fast in (False, True):
-                conn = HTTPConnection(max_head_size=16384, max_url_size=8192, max_body_size=None)
+                conn = _probe_connection()
                 conn.receive(request + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
                 if type(conn.next_event()) is not h11.Request:
                     return False
